@@ -1,0 +1,17 @@
+"""azl-bootstrap: `doit` builds every package that is out of date, in dependency order.
+
+Thin on purpose: the engine is the `tasks` package, the packages are `recipes/*.toml`.
+See README.md for the commands.
+"""
+
+import os
+from pathlib import Path
+
+from tasks.loader import setup
+
+DOIT_CONFIG, PROJECT = setup(Path(os.path.relpath(Path(__file__).resolve().parent)))
+
+
+def task_azl():
+    """Every package of the recipe set, its source fetches and the group tasks."""
+    yield from PROJECT.tasks()

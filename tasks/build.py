@@ -1,0 +1,231 @@
+"""The build of one package, as one doit action.
+
+Steps (one vocabulary for logs, errors and the code): **unpack** the verified sources into a
+fresh build tree, **patch**, then the template's phases (**prepare**, **configure**,
+**compile**, **install** into the stage with DESTDIR, **post_install**), then **manifest** the
+stage and **merge** it into ROOT. The manifest is written last: it is the task's target and
+its commit point, so a build killed at any step simply runs again.
+
+All output goes to ``cache/logs/<pkg>.log`` (the previous log is kept as ``<pkg>.log.1``);
+with ``doit -v 2`` it is streamed to the terminal too. A failure names the package, the step,
+the command, the log and shows the log's last lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+from doit.action import BaseAction
+from doit.exceptions import TaskError, TaskFailed
+
+from tasks import buildsys, lock, manifest
+from tasks.config import Paths
+from tasks.fsutil import safe_rmtree
+from tasks.platform import Platform
+from tasks.recipe import Build, expand
+from tasks.unpack import unpack
+
+TAIL_LINES = 20
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, command: str, detail: str):
+        self.step, self.command, self.detail = step, command, detail
+        super().__init__(f"{step} failed: {detail}")
+
+
+class BuildAction(BaseAction):
+    """Build ``build`` for ``platform`` (a picklable action: it runs under ``-P process`` too)."""
+
+    def __init__(self, build: Build, platform: Platform, paths: Paths, keep_build: bool = False):
+        self.build, self.platform, self.paths, self.keep_build = build, platform, paths, keep_build
+        self.task = None
+        self.out = self.err = self.result = None
+        self.values: dict[str, Any] = {}
+
+    def __str__(self) -> str:
+        return f"build {self.build.name} {self.build.version.version} ({self.platform.name})"
+
+    # ------------------------------------------------------------------ paths and variables
+
+    def _dirs(self) -> tuple[Path, Path, Path]:
+        name = self.build.name
+        return (
+            self.paths.build_dir(name).resolve(),
+            self.paths.stage_dir(name).resolve(),
+            self.paths.log(name).resolve(),
+        )
+
+    def variables(self) -> dict[str, str]:
+        build_dir, stage, _ = self._dirs()
+        return {
+            **self.platform.variables(),
+            "PKG": self.build.name,
+            "VERSION": self.build.version.version,
+            "BUILDDIR": str(build_dir),
+            "SRCDIR": str(build_dir / "src"),
+            "DESTDIR": str(stage),
+        }
+
+    def environment(self, variables: dict[str, str]) -> dict[str, str]:
+        env = self.platform.build_env()
+        env.update({k: variables[k] for k in ("PKG", "VERSION", "BUILDDIR", "SRCDIR", "DESTDIR")})
+        env["HOME"] = variables["BUILDDIR"]
+        env.update({k: expand(v, variables) for k, v in self.build.env.items()})
+        return env
+
+    # ------------------------------------------------------------------ the action
+
+    def execute(
+        self, out: IO[str] | None = None, err: IO[str] | None = None
+    ) -> TaskFailed | TaskError | None:
+        lock.acquire(self.paths.state)
+        build_dir, stage, log_path = self._dirs()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if log_path.exists():
+            os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+        with open(log_path, "w", buffering=1) as log:
+            self._log = log
+            self._tee = out
+            try:
+                self._run(build_dir, stage)
+            except StepFailed as e:
+                return self._failure(e, log_path)
+            except Exception as e:  # noqa: BLE001 - reported to the user with the log
+                return self._failure(StepFailed("build", "", f"{type(e).__name__}: {e}"), log_path)
+        return None
+
+    def _run(self, build_dir: Path, stage: Path) -> None:
+        b, variables = self.build, self.variables()
+        env = self.environment(variables)
+        src = build_dir / "src"
+        self._note(f"azl-bootstrap: {self} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        if b.version.substitute_for:
+            self._note(f"NOTE: {b.name} {b.version.version} is a substitute: {b.version.note}")
+        for tree in (build_dir, stage):
+            safe_rmtree(tree)
+        src.mkdir(parents=True)
+        stage.mkdir(parents=True)
+
+        self._step("unpack", lambda: self._unpack(build_dir, src))
+        for patch in b.recipe.patch_paths():
+            cmd = [
+                "patch",
+                f"-p{b.recipe.patch_strip}",
+                "--forward",
+                "--batch",
+                "-i",
+                str(patch.resolve()),
+            ]
+            self._command("patch", cmd, src, env)
+        for phase, commands in buildsys.phases(b, variables):
+            for cmd in commands:
+                self._command(phase, cmd, src, env)
+
+        def record() -> None:
+            entries = manifest.scan_stage(stage, self.platform.root)
+            target = self.paths.manifest(b.name)
+            old = manifest.read(target)
+            self._note(f"merging {len(entries)} entries into {self.platform.root}")
+            manifest.merge(stage, self.platform.root, entries, old)
+            manifest.write(target, b.name, b.version.version, entries)
+
+        self._step("manifest", record)
+        if not self.keep_build:
+            safe_rmtree(build_dir)
+        self._note("done")
+
+    def _unpack(self, build_dir: Path, src: Path) -> None:
+        for source in self.build.version.sources:
+            path = (self.paths.mirror / source.file).resolve()
+            if source.unpack:
+                self._note(f"unpack {source.file} (strip {source.strip_components})")
+                unpack(path, src, strip_components=source.strip_components)
+            else:
+                self._note(f"copy {source.file}")
+                (build_dir / source.file).write_bytes(path.read_bytes())
+
+    # ------------------------------------------------------------------ running and logging
+
+    def _note(self, text: str) -> None:
+        self._write(f"==> {text}\n")
+
+    def _write(self, text: str) -> None:
+        self._log.write(text)
+        if self._tee is not None:
+            self._tee.write(text)
+
+    def _step(self, step: str, fn) -> None:  # noqa: ANN001
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - becomes a StepFailed naming the step
+            self._write(f"{step} failed: {type(e).__name__}: {e}\n")
+            raise StepFailed(step, "", f"{type(e).__name__}: {e}") from e
+
+    def _command(self, step: str, cmd: buildsys.Command, cwd: Path, env: dict[str, str]) -> None:
+        shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        argv = ["sh", "-e", "-c", cmd] if isinstance(cmd, str) else cmd
+        self._note(f"{step}: {shown}")
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        except OSError as e:
+            self._write(f"cannot run: {e}\n")
+            raise StepFailed(step, shown, f"cannot run {argv[0]!r}: {e.strerror}") from e
+        try:
+            assert proc.stdout is not None
+            for line in iter(proc.stdout.readline, b""):
+                self._write(line.decode("utf-8", "replace"))
+            code = proc.wait()
+        except BaseException:  # Ctrl-C / SIGTERM: stop the whole build process group
+            _kill_group(proc)
+            raise
+        self._write(f"==> {step}: exit {code} after {time.monotonic() - t0:.1f}s\n")
+        if code != 0:
+            why = f"exit {code}" if code > 0 else f"killed by signal {-code}"
+            raise StepFailed(step, shown, why)
+
+    def _failure(self, e: StepFailed, log_path: Path) -> TaskFailed:
+        self._log.flush()
+        with open(log_path, errors="replace") as f:
+            tail = "".join(deque(f, maxlen=TAIL_LINES))
+        cmd = f"\n  command: {e.command}" if e.command else ""
+        return TaskFailed(
+            f"{self.build.name}: {e.step} failed ({e.detail}){cmd}\n"
+            f"  log: {os.path.relpath(log_path)}\n"
+            f"--- last {TAIL_LINES} lines of the log ---\n{tail}"
+        )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
+    """``doit clean PKG``: remove the build tree, the stage and the manifest (never the
+    mirror), so the next run rebuilds the package. Files it merged into ROOT stay until
+    that rebuild replaces them."""
+    targets = [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)]
+    if dryrun:
+        for t in targets:
+            print(f"would remove {t}")
+        return
+    lock.acquire(paths.state)
+    for t in targets:
+        safe_rmtree(t)

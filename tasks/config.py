@@ -1,0 +1,120 @@
+"""The optional project config file, ``azl-bootstrap.toml`` next to ``dodo.py``.
+
+Every key is optional::
+
+    platform = "sandbox"          # or "guest"; default: detected (guest = live-bootstrap's /steps)
+    jobs = 2                      # make -j; default: from cores and free memory
+    root = "cache/sandbox/root"   # sandbox ROOT, relative to the project
+    target = "x86_64-linux-gnu"   # override the detected TARGET triple
+    prefix = "/usr"               # override PREFIX
+    libdir = "/usr/lib"           # override LIBDIR
+    mirrors = ["file:///srv/mirror", "http://10.0.2.2:8000"]   # tried before upstream URLs
+    debian_archive = "http://..."  # base URI of Debian's archive; default: the apt sources
+    keep_build = false            # keep build trees of successful builds
+    [versions]
+    grep = "3.11"                 # pick a version other than the recipe's default
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.recipe import RecipeError
+
+CONFIG_NAME = "azl-bootstrap.toml"
+_TYPES: dict[str, type] = {
+    "platform": str,
+    "jobs": int,
+    "root": str,
+    "target": str,
+    "prefix": str,
+    "libdir": str,
+    "mirrors": list,
+    "debian_archive": str,
+    "keep_build": bool,
+    "versions": dict,
+}
+
+
+@dataclass
+class Config:
+    platform: str | None = None
+    jobs: int | None = None
+    root: str | None = None
+    target: str | None = None
+    prefix: str | None = None
+    libdir: str | None = None
+    mirrors: list[str] = field(default_factory=list)
+    debian_archive: str | None = None
+    keep_build: bool = False
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def load_config(project: Path) -> Config:
+    """Read ``project/azl-bootstrap.toml`` if it exists; errors name the file and the key."""
+    path = project / CONFIG_NAME
+    if not path.exists():
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(path, "", f"not valid TOML: {e}") from None
+    for key, value in data.items():
+        if key not in _TYPES:
+            raise RecipeError(path, key, f"unknown key (known: {', '.join(sorted(_TYPES))})")
+        if not isinstance(value, _TYPES[key]) or (_TYPES[key] is int and isinstance(value, bool)):
+            raise RecipeError(path, key, f"expected {_TYPES[key].__name__}")
+    if data.get("platform") not in (None, "sandbox", "guest"):
+        raise RecipeError(path, "platform", "must be 'sandbox' or 'guest'")
+    if "jobs" in data and data["jobs"] < 1:
+        raise RecipeError(path, "jobs", "must be at least 1")
+    for name, version in data.get("versions", {}).items():
+        if not isinstance(version, str):
+            raise RecipeError(path, f"versions.{name}", "expected a version string")
+    if not all(isinstance(m, str) for m in data.get("mirrors", [])):
+        raise RecipeError(path, "mirrors", "expected a list of URLs")
+    return Config(**data)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where everything lives, relative to the project (the directory of ``dodo.py``)."""
+
+    project: Path
+
+    @property
+    def recipes(self) -> Path:
+        return self.project / "recipes"
+
+    @property
+    def mirror(self) -> Path:
+        return self.project / "mirror"
+
+    @property
+    def cache(self) -> Path:
+        return self.project / "cache"
+
+    @property
+    def state(self) -> Path:
+        """doit state (one file per task), the digest cache and the project lock."""
+        return self.cache / "state"
+
+    @property
+    def logs(self) -> Path:
+        return self.cache / "logs"
+
+    def build_dir(self, pkg: str) -> Path:
+        return self.cache / "build" / pkg
+
+    def stage_dir(self, pkg: str) -> Path:
+        return self.cache / "stage" / pkg
+
+    def manifest(self, pkg: str) -> Path:
+        return self.cache / "manifests" / f"{pkg}.json"
+
+    def log(self, pkg: str) -> Path:
+        return self.logs / f"{pkg}.log"

@@ -1,0 +1,198 @@
+"""Recipes -> doit tasks. ``dodo.py`` calls ``setup`` and nothing else.
+
+Per package ``PKG``:
+
+- ``mirror:<file>`` for each source (target ``mirror/<file>``), grouped under ``mirror``;
+- ``PKG``: file_dep = the recipe, its patches, its source files and the **manifests** of its
+  dependencies (task_dep alone would order but never invalidate); uptodate = the normalised
+  recipe signature (a changed flag reruns it); target = ``cache/manifests/PKG.json``;
+- ``all``: every package (the default task).
+
+Because dependents depend on manifest *content*, a rebuild with byte-identical output stops
+the cascade there (early cutoff). file_dep sets iterate sorted, so ``doit list --deps`` and
+``doit info`` print the same on every run whatever ``PYTHONHASHSEED`` is.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import InvalidDodoFile
+from doit.task import Task
+
+from tasks import checker
+from tasks.build import BuildAction, clean_package
+from tasks.config import Config, Paths, load_config
+from tasks.graph import topo_order
+from tasks.mirror import Verified, fetch_source
+from tasks.platform import Platform, detect
+from tasks.recipe import Build, Recipe, RecipeError, RecipeErrors, load_recipes
+from tasks.report import make_reporter
+
+# Bump when the meaning of a build changes (templates, environment): every package reruns.
+ENGINE_VERSION = 1
+
+
+class SortedSet(set):
+    """A set that iterates in sorted order (doit keeps file_dep in a plain set)."""
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(sorted(set.__iter__(self)))
+
+
+class Signature:
+    """uptodate: the recipe's normalised content and the platform are what they were at the
+    last successful build. ``doit info PKG`` shows which fields changed."""
+
+    def __init__(self, signature: dict[str, Any]):
+        self.signature = signature
+        self.changed: list[str] | None = None
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        task.value_savers.append(lambda: {"signature": self.signature})
+        old = values.get("signature")
+        if old is None:
+            self.changed = ["never built"]
+        else:
+            keys = sorted(set(old) | set(self.signature))
+            self.changed = [k for k in keys if old.get(k) != self.signature.get(k)]
+        return not self.changed
+
+    def __str__(self) -> str:
+        if self.changed is None:
+            return "recipe signature"
+        if self.changed == ["never built"]:
+            return "recipe signature: never built"
+        return "recipe changed: " + ", ".join(self.changed) if self.changed else "recipe unchanged"
+
+    __repr__ = __str__
+
+
+def _task(name: str, actions: list | None, **fields: Any) -> Task:
+    task = Task(name, actions, **fields)
+    task.file_dep = SortedSet(task.file_dep)
+    return task
+
+
+class Project:
+    """A recipe set resolved for this machine: what ``dodo.py`` turns into tasks."""
+
+    def __init__(self, project: Path):
+        self.paths = Paths(project)
+        self.config: Config = load_config(project)
+        self.recipes: dict[str, Recipe] = load_recipes(self.paths.recipes)
+        self.platform: Platform = detect(project, self.config)
+        self.builds: dict[str, Build] = {}
+        errors = []
+        for name in sorted(self.config.versions):
+            if name not in self.recipes:
+                errors.append(
+                    RecipeError(
+                        project / "azl-bootstrap.toml", f"versions.{name}", "no such package"
+                    )
+                )
+        for name, recipe in self.recipes.items():
+            try:
+                self.builds[name] = recipe.for_platform(
+                    self.platform.name, self.config.versions.get(name)
+                )
+            except RecipeError as e:
+                errors.append(e)
+        if errors:
+            raise RecipeErrors(errors)
+        self.order = topo_order({n: b.depends for n, b in self.builds.items()})
+
+    def tasks(self) -> Iterator[Task]:
+        yield from self._fetch_tasks()
+        for name in self.order:
+            yield self._package_task(self.builds[name])
+        yield _task(name="all", actions=None, task_dep=list(self.order), doc="build every package")
+
+    def _fetch_tasks(self) -> Iterator[Task]:
+        owners: dict[str, tuple[str, str]] = {}  # file -> (sha256, package)
+        names = []
+        errors = []
+        for name in self.order:
+            for src in self.builds[name].version.sources:
+                if src.file in owners:
+                    sha, other = owners[src.file]
+                    if sha != src.sha256:
+                        errors.append(
+                            RecipeError(
+                                self.recipes[name].path,
+                                "sources",
+                                f"{src.file} has sha256 {src.sha256} here but {sha} in "
+                                f"{self.recipes[other].path}: one mirror file cannot be both",
+                            )
+                        )
+                    continue
+                owners[src.file] = (src.sha256, name)
+                names.append(f"mirror:{src.file}")
+                yield _task(
+                    name=f"mirror:{src.file}",
+                    subtask_of="mirror",
+                    actions=[(fetch_source, [src, self.paths, self.config])],
+                    targets=[str(self.paths.mirror / src.file)],
+                    uptodate=[Verified(self.paths.mirror / src.file, src.sha256)],
+                    doc=f"fetch and verify {src.file}",
+                )
+        if errors:
+            raise RecipeErrors(errors)
+        yield _task(
+            name="mirror", actions=None, task_dep=names, has_subtask=True, doc="fetch every source"
+        )
+
+    def _package_task(self, build: Build) -> Task:
+        recipe, paths = build.recipe, self.paths
+        file_dep = [str(recipe.path)]
+        file_dep += [str(p) for p in recipe.patch_paths()]
+        file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
+        file_dep += [str(paths.manifest(d)) for d in build.depends]
+        signature = {
+            "engine": ENGINE_VERSION,
+            "platform": self.platform.signature(),
+            "recipe": build.signature(),
+        }
+        doc = f"{build.version.version}  {recipe.description}".rstrip()
+        if build.version.substitute_for:
+            doc += f"  [substitute for {build.version.substitute_for}]"
+        return _task(
+            name=build.name,
+            actions=[BuildAction(build, self.platform, paths, self.config.keep_build)],
+            file_dep=file_dep,
+            targets=[str(paths.manifest(build.name))],
+            uptodate=[Signature(signature)],
+            clean=[(clean_package, [paths, build.name])],
+            doc=doc,
+        )
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def setup(project: Path) -> tuple[dict[str, Any], Project]:
+    """Load the project at ``project`` and return ``(DOIT_CONFIG, Project)``.
+
+    Recipe and config errors become ``InvalidDodoFile``: doit prints every one of them
+    (file and field) and exits 3 before anything is written."""
+    try:
+        proj = Project(project)
+    except (RecipeError, RecipeErrors) as e:
+        raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
+    checker.use_cache(proj.paths.state / "digests.json")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # SIGTERM unwinds like Ctrl-C: the running build's process group is stopped
+        signal.signal(signal.SIGTERM, _sigterm)
+    config = {
+        "default_tasks": ["all"],
+        "backend": "azl",
+        "dep_file": str(proj.paths.state),
+        "check_file_uptodate": checker.XXH3Checker,
+        "reporter": make_reporter(proj.paths.state),
+        "par_type": "thread",
+    }
+    return config, proj

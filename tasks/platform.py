@@ -1,0 +1,134 @@
+"""Where a build runs. One recipe set serves every platform; this record holds the differences.
+
+=========  ===================================  ===========================================
+platform   ROOT                                 PREFIX / LIBDIR
+=========  ===================================  ===========================================
+sandbox    ``<project>/cache/sandbox/root``     ``ROOT/usr`` / ``ROOT/usr/lib``
+guest      ``/`` (live-bootstrap, i686 musl)    ``/usr`` / ``/usr/lib/i686-unknown-linux-musl``
+=========  ===================================  ===========================================
+
+In the sandbox packages are configured with the real (absolute) prefix inside ROOT and staged
+with DESTDIR, so pkg-config files, rpaths and scripts point into ROOT and later packages find
+earlier ones there, never the host's copies.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.config import Config
+
+GUEST_STEPS = Path("/steps")  # live-bootstrap leaves its step scripts and env here
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    target: str
+    root: str
+    prefix: str
+    libdir: str
+    jobs: int
+
+    def variables(self) -> dict[str, str]:
+        """The ``${NAME}`` values recipes may use (the build adds DESTDIR, SRCDIR, ...)."""
+        return {
+            "PLATFORM": self.name,
+            "TARGET": self.target,
+            "ROOT": self.root,
+            "PREFIX": self.prefix,
+            "LIBDIR": self.libdir,
+            "JOBS": str(self.jobs),
+        }
+
+    def signature(self) -> dict[str, str]:
+        """What changes build output. JOBS does not, so it is left out (no rebuild on a new
+        machine with more cores)."""
+        return {k: v for k, v in self.variables().items() if k != "JOBS"}
+
+    def build_env(self, host_env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of every build command: an allow-list of the host's variables
+        (PATH, TMPDIR) plus the platform's; user settings like CFLAGS do not leak in."""
+        host = os.environ if host_env is None else host_env
+        env = {k: host[k] for k in ("PATH", "TMPDIR") if k in host}
+        env.setdefault("PATH", "/usr/bin:/bin")
+        env.update(
+            LC_ALL="C",
+            TZ="UTC",
+            SOURCE_DATE_EPOCH="0",  # as live-bootstrap's steps/env
+            KBUILD_BUILD_TIMESTAMP="@0",
+            KBUILD_BUILD_USER="root",
+            KBUILD_BUILD_HOST="azl-bootstrap",
+            PKG_CONFIG_PATH=f"{self.libdir}/pkgconfig:{self.prefix}/share/pkgconfig",
+            **{k: v for k, v in self.variables().items() if k != "PLATFORM"},
+        )
+        if self.root != "/":
+            env["PATH"] = f"{self.prefix}/bin:{env['PATH']}"
+            env["CPPFLAGS"] = f"-I{self.prefix}/include"
+            env["LDFLAGS"] = f"-L{self.libdir} -Wl,-rpath,{self.libdir}"
+        return env
+
+
+def default_jobs() -> int:
+    """Cores we may use, capped so each job has about 2 GiB of free memory."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        import psutil
+
+        cores = min(cores, max(1, psutil.virtual_memory().available // (2 << 30)))
+    except ImportError:  # the guest may not have psutil yet
+        pass
+    return max(1, cores)
+
+
+def _guest_env(steps: Path) -> dict[str, str]:
+    """The last assignment of each variable in live-bootstrap's ``steps/env``."""
+    values: dict[str, str] = {}
+    try:
+        text = (steps / "env").read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and key.isidentifier():
+            values[key] = value.strip().strip('"')
+    return values
+
+
+def compiler_target() -> str:
+    """The host C compiler's triple (``cc -dumpmachine``)."""
+    for cc in (os.environ.get("CC"), "cc", "gcc"):
+        if not cc:
+            continue
+        try:
+            out = subprocess.run([cc, "-dumpmachine"], capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return "unknown-linux-gnu"
+
+
+def detect(project: Path, config: Config, steps: Path = GUEST_STEPS) -> Platform:
+    """The platform of this machine: the guest inside live-bootstrap (it has
+    ``/steps/bootstrap.cfg``), else the sandbox; ``platform`` in the config overrides."""
+    name = config.platform or ("guest" if (steps / "bootstrap.cfg").exists() else "sandbox")
+    jobs = config.jobs or default_jobs()
+    if name == "guest":
+        env = _guest_env(steps)
+        target = config.target or env.get("TARGET", "i686-unknown-linux-musl")
+        root = "/"
+        prefix = config.prefix or "/usr"
+        libdir = config.libdir or f"{prefix}/lib/{target}"
+    else:
+        target = config.target or compiler_target()
+        root = str((project / (config.root or "cache/sandbox/root")).resolve())
+        prefix = config.prefix or f"{root}/usr"
+        libdir = config.libdir or f"{prefix}/lib"
+    return Platform(name, target, root, prefix, libdir, jobs)

@@ -1,0 +1,448 @@
+"""Recipes: one TOML file per package under ``recipes/``; patches under ``recipes/<name>/``.
+
+A recipe is data. Example::
+
+    name = "pcre2"                      # optional, defaults to the file name
+    version = "10.46"                   # the default version
+    depends = []
+    build_system = "autotools"          # autotools | meson | cmake | make | script
+    configure_args = ["--enable-jit"]   # one argv item each; ${VARS} allowed
+    make_args = []
+    install_args = []
+    env = { CFLAGS = "-O2" }
+    patches = ["fix-foo.patch"]         # files under recipes/pcre2/
+    patch_strip = 1
+    script = { prepare = "autoreconf -fi" }   # overrides of single phases (shell)
+
+    [versions."10.46"]
+    sources = [
+      { file = "pcre2-10.46.tar.gz", sha256 = "8d28...", urls = ["https://..."],
+        debian = "main/p/pcre2/pcre2_10.46.orig.tar.gz" },
+    ]
+
+    [platform.guest]                    # overrides per platform
+    version = "10.46"
+
+Every error names the file and the field (``RecipeError``); ``load_recipes`` collects the
+errors of all recipes and raises them together (``RecipeErrors``), changing nothing on disk.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILD_SYSTEMS = ("autotools", "meson", "cmake", "make", "script")
+PHASES = ("prepare", "configure", "compile", "install", "post_install")
+PLATFORMS = ("sandbox", "guest")
+# Names doit reserves for its commands, and our own group tasks.
+RESERVED = {
+    "list", "clean", "info", "run", "forget", "ignore", "strace", "dumpdb", "help",
+    "tabcompletion", "reset-dep", "all", "mirror",
+}  # fmt: skip
+# Variables a recipe value may use as ${NAME}: the platform's and the build's own.
+VARIABLES = frozenset(
+    [
+        "TARGET",
+        "PREFIX",
+        "LIBDIR",
+        "ROOT",
+        "JOBS",
+        "PLATFORM",
+        "DESTDIR",
+        "SRCDIR",
+        "BUILDDIR",
+        "PKG",
+        "VERSION",
+    ]
+)
+_VAR = re.compile(r"\$(\$|\{([^}]*)\})")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+_TOP_KEYS = {
+    "name", "description", "version", "versions", "depends", "build_system",
+    "configure_args", "make_args", "install_args", "env", "patches", "patch_strip",
+    "script", "platform",
+}  # fmt: skip
+_OVERRIDE_KEYS = {"version", "configure_args", "make_args", "install_args", "env", "depends"}
+_VERSION_KEYS = {"sources", "note", "substitute_for"}
+_SOURCE_KEYS = {"file", "sha256", "urls", "debian", "unpack", "strip_components"}
+
+
+class RecipeError(Exception):
+    """One problem in one recipe: the file, the field and what is wrong."""
+
+    def __init__(self, path: Path | str, fld: str, message: str):
+        self.path, self.field, self.message = str(path), fld, message
+        super().__init__(f"{self.path}: {fld}: {message}" if fld else f"{self.path}: {message}")
+
+
+class RecipeErrors(Exception):
+    """All problems found while loading a recipe set."""
+
+    def __init__(self, errors: list[RecipeError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source file of a package version, pinned by sha256."""
+
+    file: str
+    sha256: str
+    urls: tuple[str, ...] = ()
+    debian: str | None = None  # pool path of a byte-identical Debian .orig tarball
+    unpack: bool = True
+    strip_components: int = 1
+
+
+@dataclass(frozen=True)
+class Version:
+    version: str
+    sources: tuple[Source, ...]
+    note: str = ""
+    substitute_for: str | None = None  # this version stands in for another (e.g. a +dfsg repack)
+
+
+@dataclass
+class Recipe:
+    """A validated recipe, independent of the platform."""
+
+    name: str
+    path: Path
+    version: str
+    versions: dict[str, Version]
+    depends: list[str] = field(default_factory=list)
+    build_system: str = "autotools"
+    configure_args: list[str] = field(default_factory=list)
+    make_args: list[str] = field(default_factory=list)
+    install_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    patches: list[str] = field(default_factory=list)
+    patch_strip: int = 1
+    script: dict[str, str] = field(default_factory=dict)
+    platform: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def files_dir(self) -> Path:
+        """Where this recipe's patches and files live: ``recipes/<name>/``."""
+        return self.path.parent / self.name
+
+    def patch_paths(self) -> list[Path]:
+        return [self.files_dir / p for p in self.patches]
+
+    def for_platform(self, platform: str, version: str | None = None) -> Build:
+        """The effective build on ``platform``; ``version`` (from the config) wins over all."""
+        over = self.platform.get(platform, {})
+        ver = version or over.get("version", self.version)
+        if ver not in self.versions:
+            known = ", ".join(sorted(self.versions))
+            raise RecipeError(self.path, "version", f"unknown version {ver!r} (known: {known})")
+        return Build(
+            recipe=self,
+            platform=platform,
+            version=self.versions[ver],
+            depends=list(over.get("depends", self.depends)),
+            configure_args=list(over.get("configure_args", self.configure_args)),
+            make_args=list(over.get("make_args", self.make_args)),
+            install_args=list(over.get("install_args", self.install_args)),
+            env={**self.env, **over.get("env", {})},
+        )
+
+
+@dataclass
+class Build:
+    """A recipe resolved for one platform and one version: what a package task builds."""
+
+    recipe: Recipe
+    platform: str
+    version: Version
+    depends: list[str]
+    configure_args: list[str]
+    make_args: list[str]
+    install_args: list[str]
+    env: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    def signature(self) -> dict[str, Any]:
+        """Everything that changes what gets built, normalised (no URLs, notes or docs):
+        a changed flag changes the signature, a moved URL does not."""
+        r = self.recipe
+        return {
+            "version": self.version.version,
+            "sources": [
+                [s.file, s.sha256, s.unpack, s.strip_components] for s in self.version.sources
+            ],
+            "depends": sorted(self.depends),
+            "build_system": r.build_system,
+            "configure_args": self.configure_args,
+            "make_args": self.make_args,
+            "install_args": self.install_args,
+            "env": dict(sorted(self.env.items())),
+            "patches": r.patches,
+            "patch_strip": r.patch_strip,
+            "script": dict(sorted(r.script.items())),
+        }
+
+
+def expand(value: str, variables: dict[str, str]) -> str:
+    """Replace ``${NAME}`` by its value; ``$$`` is a literal ``$``. Unknown names raise KeyError."""
+
+    def sub(m: re.Match[str]) -> str:
+        return "$" if m.group(1) == "$" else variables[m.group(2)]
+
+    return _VAR.sub(sub, value)
+
+
+def bad_variables(value: str) -> list[str]:
+    """The ``${NAME}`` references in ``value`` that are not recipe variables."""
+    return [
+        m.group(2)
+        for m in _VAR.finditer(value)
+        if m.group(1) != "$" and m.group(2) not in VARIABLES
+    ]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Checker:
+    """Collects the errors of one recipe file."""
+
+    def __init__(self, path: Path):
+        self.path, self.errors = path, []
+
+    def err(self, fld: str, msg: str) -> None:
+        self.errors.append(RecipeError(self.path, fld, msg))
+
+    def keys(self, table: dict, allowed: set[str], where: str) -> None:
+        for k in sorted(set(table) - allowed):
+            hint = difflib.get_close_matches(k, allowed, 1)
+            self.err(
+                f"{where}{k}", "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+
+    def typed(self, table: dict, key: str, typ: type, where: str, default: Any) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        if not ok:
+            self.err(f"{where}{key}", f"expected {typ.__name__}, got {type(value).__name__}")
+            return default
+        return value
+
+    def str_list(self, table: dict, key: str, where: str, check_vars: bool = True) -> list[str]:
+        value = self.typed(table, key, list, where, [])
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.err(f"{where}{key}[{i}]", f"expected a string, got {type(item).__name__}")
+            elif check_vars:
+                self.vars(f"{where}{key}[{i}]", item)
+        return [v for v in value if isinstance(v, str)]
+
+    def str_table(self, table: dict, key: str, where: str) -> dict[str, str]:
+        value = self.typed(table, key, dict, where, {})
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self.err(f"{where}{key}.{k}", f"expected a string, got {type(v).__name__}")
+            else:
+                self.vars(f"{where}{key}.{k}", v)
+        return {k: v for k, v in value.items() if isinstance(v, str)}
+
+    def vars(self, fld: str, value: str) -> None:
+        for name in bad_variables(value):
+            known = ", ".join(sorted(VARIABLES))
+            self.err(
+                fld, f"unknown variable ${{{name}}} (known: {known}; write $$ for a literal $)"
+            )
+
+    def source(self, raw: Any, where: str) -> Source | None:
+        if not isinstance(raw, dict):
+            self.err(where, "expected a table")
+            return None
+        self.keys(raw, _SOURCE_KEYS, where + ".")
+        urls = self.str_list(raw, "urls", where + ".", check_vars=False)
+        sha = self.typed(raw, "sha256", str, where + ".", None)
+        if sha is None and "sha256" not in raw:
+            self.err(where + ".sha256", "missing: every source must be pinned by sha256")
+        elif sha is not None and not _SHA256.match(sha):
+            self.err(where + ".sha256", f"expected 64 lowercase hex digits, got {sha!r}")
+        name = self.typed(raw, "file", str, where + ".", None)
+        if name is None and urls:
+            name = urls[0].rstrip("/").rsplit("/", 1)[-1]
+        if not name:
+            self.err(where + ".file", "missing: give `file` or at least one URL")
+        elif "/" in name or name.startswith("."):
+            self.err(where + ".file", f"must be a plain file name, got {name!r}")
+        debian = self.typed(raw, "debian", str, where + ".", None)
+        if debian is not None and (debian.startswith("/") or ".." in debian.split("/")):
+            self.err(where + ".debian", f"must be a relative pool path, got {debian!r}")
+        if not urls and debian is None:
+            self.err(where + ".urls", "no URL and no Debian pool path: nowhere to fetch it from")
+        unpack = self.typed(raw, "unpack", bool, where + ".", True)
+        strip = self.typed(raw, "strip_components", int, where + ".", 1)
+        if sha is None or not name or not _SHA256.match(sha):
+            return None
+        return Source(name, sha, tuple(urls), debian, unpack, strip)
+
+
+def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
+    """Parse and validate one recipe file (its dependencies are checked by ``load_recipes``)."""
+    c = _Checker(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        return None, [RecipeError(path, "", f"not valid TOML: {e}")]
+    except OSError as e:
+        return None, [RecipeError(path, "", f"cannot read: {e.strerror}")]
+    c.keys(data, _TOP_KEYS, "")
+    name = c.typed(data, "name", str, "", path.stem)
+    if not _NAME.match(name):
+        c.err("name", f"{name!r} is not a valid package name (lowercase, digits, + . _ -)")
+    elif name in RESERVED:
+        c.err("name", f"{name!r} is reserved for a doit command or group task")
+
+    versions: dict[str, Version] = {}
+    raw_versions = c.typed(data, "versions", dict, "", {})
+    if not raw_versions:
+        c.err("versions", "missing: at least one version with its sources")
+    for ver, raw in raw_versions.items():
+        where = f"versions.{ver}"
+        if not isinstance(raw, dict):
+            c.err(where, "expected a table")
+            continue
+        c.keys(raw, _VERSION_KEYS, where + ".")
+        raw_sources = c.typed(raw, "sources", list, where + ".", [])
+        if not raw_sources:
+            c.err(where + ".sources", "missing: a version needs at least one source")
+        sources = [c.source(s, f"{where}.sources[{i}]") for i, s in enumerate(raw_sources)]
+        versions[ver] = Version(
+            ver,
+            tuple(s for s in sources if s),
+            c.typed(raw, "note", str, where + ".", ""),
+            c.typed(raw, "substitute_for", str, where + ".", None),
+        )
+    version = c.typed(data, "version", str, "", None)
+    if version is None:
+        c.err("version", "missing: name the default version")
+    elif versions and version not in versions:
+        c.err("version", f"{version!r} is not one of the versions: {', '.join(versions)}")
+
+    build_system = c.typed(data, "build_system", str, "", "autotools")
+    if build_system not in BUILD_SYSTEMS:
+        c.err("build_system", f"{build_system!r} is not one of {', '.join(BUILD_SYSTEMS)}")
+    script = c.typed(data, "script", dict, "", {})
+    for phase, text in script.items():
+        if phase not in PHASES:
+            c.err(f"script.{phase}", f"unknown phase (phases: {', '.join(PHASES)})")
+        elif not isinstance(text, str):
+            c.err(f"script.{phase}", "expected a string (a shell script)")
+    if build_system == "script" and not script:
+        c.err("script", "build_system 'script' needs at least one phase in [script]")
+
+    patches = c.str_list(data, "patches", "", check_vars=False)
+    for i, p in enumerate(patches):
+        if p.startswith("/") or ".." in Path(p).parts:
+            c.err(f"patches[{i}]", f"must be a path inside recipes/{name}/, got {p!r}")
+        elif not (path.parent / name / p).is_file():
+            c.err(f"patches[{i}]", f"file not found: {path.parent / name / p}")
+
+    overrides = c.typed(data, "platform", dict, "", {})
+    for plat, over in overrides.items():
+        where = f"platform.{plat}"
+        if plat not in PLATFORMS:
+            c.err(where, f"unknown platform (platforms: {', '.join(PLATFORMS)})")
+        elif not isinstance(over, dict):
+            c.err(where, "expected a table")
+        else:
+            c.keys(over, _OVERRIDE_KEYS, where + ".")
+            v = c.typed(over, "version", str, where + ".", None)
+            if v is not None and versions and v not in versions:
+                c.err(
+                    where + ".version", f"{v!r} is not one of the versions: {', '.join(versions)}"
+                )
+            for key in ("configure_args", "make_args", "install_args", "depends"):
+                c.str_list(over, key, where + ".", check_vars=key != "depends")
+            c.str_table(over, "env", where + ".")
+
+    recipe = Recipe(
+        name=name,
+        path=path,
+        version=version or "",
+        versions=versions,
+        depends=c.str_list(data, "depends", "", check_vars=False),
+        build_system=build_system,
+        configure_args=c.str_list(data, "configure_args", ""),
+        make_args=c.str_list(data, "make_args", ""),
+        install_args=c.str_list(data, "install_args", ""),
+        env=c.str_table(data, "env", ""),
+        patches=patches,
+        patch_strip=c.typed(data, "patch_strip", int, "", 1),
+        script={k: v for k, v in script.items() if isinstance(v, str)},
+        platform={k: v for k, v in overrides.items() if isinstance(v, dict)},
+        description=c.typed(data, "description", str, "", ""),
+    )
+    return (None if c.errors else recipe), c.errors
+
+
+def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
+    """Load and validate every ``*.toml`` under ``recipes_dir``: schema, duplicates, unknown
+    dependencies and cycles. Raises ``RecipeErrors`` listing every problem found."""
+    from tasks.graph import find_cycle  # local: graph imports this module's errors
+
+    recipes: dict[str, Recipe] = {}
+    errors: list[RecipeError] = []
+    if not recipes_dir.is_dir():
+        raise RecipeErrors([RecipeError(recipes_dir, "", "recipe directory not found")])
+    for path in sorted(recipes_dir.glob("*.toml")):
+        recipe, errs = parse_recipe(path)
+        errors += errs
+        if recipe is None:
+            continue
+        if recipe.name in recipes:
+            other = recipes[recipe.name].path
+            errors.append(
+                RecipeError(path, "name", f"package {recipe.name!r} is also defined in {other}")
+            )
+            continue
+        recipes[recipe.name] = recipe
+    for recipe in recipes.values():
+        deps = set(recipe.depends)
+        for over in recipe.platform.values():
+            deps |= set(over.get("depends", []))
+        for dep in sorted(deps - set(recipes)):
+            hint = difflib.get_close_matches(dep, list(recipes), 1)
+            errors.append(
+                RecipeError(
+                    recipe.path,
+                    "depends",
+                    f"unknown package {dep!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+            )
+    if not errors:
+        for plat in PLATFORMS:
+            cycle = find_cycle({n: r.for_platform(plat).depends for n, r in recipes.items()})
+            if cycle:
+                chain = " -> ".join(cycle)
+                files = ", ".join(str(recipes[n].path) for n in cycle[:-1])
+                errors.append(
+                    RecipeError(
+                        recipes[cycle[0]].path, "depends", f"dependency cycle: {chain} ({files})"
+                    )
+                )
+                break
+    if errors:
+        raise RecipeErrors(errors)
+    return recipes

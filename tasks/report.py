@@ -1,0 +1,103 @@
+"""What the user sees during ``doit``: one tqdm bar over the run's tasks on a terminal, quiet
+plain lines otherwise (``.  pcre2`` ran, ``-- pcre2`` up to date). Build output goes to
+``cache/logs/<pkg>.log``; a failure prints the package, the step, the command, the log path
+and the log's last lines (``tasks.build``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import InvalidTask
+from doit.reporter import ConsoleReporter
+from tqdm import tqdm
+
+from tasks import lock
+
+
+def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
+    """The tasks with actions that a run of ``selected`` will visit."""
+    seen: set[str] = set()
+    todo = list(selected)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in tasks:
+            continue
+        seen.add(name)
+        t = tasks[name]
+        todo += list(t.task_dep) + list(t.setup_tasks) + list(t.calc_dep)
+    return {n for n in seen if tasks[n].actions}
+
+
+class Reporter(ConsoleReporter):
+    """Set ``state_dir`` on a subclass (``make_reporter``): the run takes the project lock
+    here, before the first task starts."""
+
+    state_dir: Path
+    desc = "azl-bootstrap progress: a bar on a terminal, plain lines otherwise"
+
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        try:
+            lock.acquire(self.state_dir)
+        except lock.LockedError as e:
+            raise InvalidTask(str(e)) from None
+        self.counted = _closure(tasks, selected_tasks)
+        tty = getattr(self.outstream, "isatty", lambda: False)() and sys.stderr.isatty()
+        self.bar = (
+            tqdm(
+                total=len(self.counted),
+                unit="task",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
+            if tty
+            else None
+        )
+
+    def _tick(self, task: Any) -> None:
+        if self.bar is not None and task.name in self.counted:
+            self.bar.update(1)
+
+    def execute_task(self, task: Any) -> None:
+        if self.bar is not None:
+            if task.actions:
+                self.bar.set_postfix_str(task.name)
+        else:
+            super().execute_task(task)
+
+    def add_success(self, task: Any) -> None:
+        self._tick(task)
+
+    def skip_uptodate(self, task: Any) -> None:
+        self._tick(task)
+        if self.bar is None:
+            super().skip_uptodate(task)
+
+    def skip_ignore(self, task: Any) -> None:
+        self._tick(task)
+        self._say(f"!! {task.name} (ignored)\n")
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        self._tick(task)
+        self.failures.append({"task": task, "exception": fail})
+        self._say(f"FAILED {task.name}\n")
+
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text.rstrip("\n"), file=sys.stderr)
+        else:
+            self.write(text)
+
+    def complete_run(self) -> None:
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+        for res in self.failures:
+            self.write(f"#### {res['task'].name}\n{res['exception'].get_msg().rstrip()}\n")
+        if self.runtime_errors:
+            self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
+
+
+def make_reporter(state_dir: Path) -> type[Reporter]:
+    return type("AzlReporter", (Reporter,), {"state_dir": state_dir})

@@ -1,0 +1,234 @@
+"""Tests of tasks.download against a real local HTTP server (tests/httpserver.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import requests
+
+from tasks.download import FetchError, debian_archive_uri, fetch, make_session, sha256_file
+from tests.httpserver import serve
+
+DATA = os.urandom(300_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+FAST = {"timeout": (5.0, 5.0)}
+
+
+def gets(srv) -> list:
+    return [r for r in srv.requests if r.method == "GET"]
+
+
+def test_cut_mid_transfer_is_resumed_with_range(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    with serve({"f.bin": DATA}, cut_after=100_000) as srv:
+        assert fetch([srv.url("f.bin")], dest, SHA, **FAST) == srv.url("f.bin")
+        assert [r.range for r in gets(srv)] == [None, "bytes=100000-"]
+    assert dest.read_bytes() == DATA
+    assert not Path(f"{dest}.part").exists()
+
+
+def test_range_ignored_restarts_from_zero(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    with serve({"f.bin": DATA}, cut_after=100_000, ignore_range=True) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        assert [r.range for r in gets(srv)] == [None, "bytes=100000-"]
+    assert dest.read_bytes() == DATA
+
+
+def test_stale_part_with_range_ignored_is_truncated(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    Path(f"{dest}.part").write_bytes(b"garbage" * 1000)
+    with serve({"f.bin": DATA}, ignore_range=True) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+    assert dest.read_bytes() == DATA
+
+
+def test_503_then_200_is_retried(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    with serve({"f.bin": DATA}, fail_first=[503, 503]) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        assert len(gets(srv)) == 3
+    assert dest.read_bytes() == DATA
+
+
+def test_404_on_first_url_uses_second(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    with serve({"gone/f.bin": DATA, "f.bin": DATA}) as srv:
+        srv.set_fault("gone/f.bin", status=404)
+        urls = [srv.url("missing/f.bin"), srv.url("gone/f.bin"), srv.url("f.bin")]
+        assert fetch(urls, dest, SHA, **FAST) == urls[2]
+    assert dest.read_bytes() == DATA
+
+
+def test_wrong_bytes_everywhere_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    bad = hashlib.sha256(bytes(255 - b for b in DATA)).hexdigest()
+    with serve({"f.bin": DATA}, corrupt=True) as a, serve({"f.bin": DATA}, corrupt=True) as b:
+        urls = [a.url("f.bin"), b.url("f.bin")]
+        with pytest.raises(FetchError) as err:
+            fetch(urls, dest, SHA, **FAST)
+    msg = str(err.value)
+    for url in urls:
+        assert f"{url}: sha256 mismatch: expected {SHA}, got {bad}" in msg
+    assert not dest.exists()
+    assert not Path(f"{dest}.part").exists()
+
+
+def test_all_urls_failing_lists_each_reason(tmp_path: Path) -> None:
+    with serve({}) as srv, pytest.raises(FetchError) as err:
+        fetch([srv.url("a"), "file:///nonexistent/x"], tmp_path / "x", SHA, **FAST)
+    assert f"{srv.url('a')}: HTTP 404" in str(err.value)
+    assert "file:///nonexistent/x: " in str(err.value)
+
+
+def test_existing_part_prefix_is_resumed(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    Path(f"{dest}.part").write_bytes(DATA[:12345])
+    with serve({"f.bin": DATA}) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        assert [r.range for r in gets(srv)] == ["bytes=12345-"]
+    assert dest.read_bytes() == DATA
+
+
+def test_complete_part_answered_416_is_verified(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    Path(f"{dest}.part").write_bytes(DATA)
+    with serve({"f.bin": DATA}) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        assert [r.range for r in gets(srv)] == [f"bytes={len(DATA)}-"]
+    assert dest.read_bytes() == DATA
+
+
+def test_wrong_stale_part_is_refetched_from_zero(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    Path(f"{dest}.part").write_bytes(b"x" * 1000)
+    with serve({"f.bin": DATA}) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        assert [r.range for r in gets(srv)] == ["bytes=1000-", None]
+    assert dest.read_bytes() == DATA
+
+
+def test_endless_cuts_give_up_and_keep_prefix(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    with serve({"f.bin": DATA}, cut_after=10_000, cut_times=99) as srv:
+        with pytest.raises(FetchError, match="cut 3 times"):
+            fetch([srv.url("f.bin")], dest, SHA, attempts=3, **FAST)
+        assert len(gets(srv)) == 3
+    assert not dest.exists()
+    assert Path(f"{dest}.part").read_bytes() == DATA[:30_000]
+
+
+def test_read_timeout_mid_body_is_resumed(tmp_path: Path) -> None:
+    # Bytes reach the .part in 1 MiB reads, so a stall after 1 MiB + a bit resumes from 1 MiB.
+    big = os.urandom(3 << 20)
+    dest = tmp_path / "f.bin"
+    with serve({"f.bin": big}, stall_after=(1 << 20) + 5000, stall_for=3) as srv:
+        fetch([srv.url("f.bin")], dest, hashlib.sha256(big).hexdigest(), timeout=(5, 0.5))
+        assert [r.range for r in gets(srv)] == [None, f"bytes={1 << 20}-"]
+    assert dest.read_bytes() == big
+
+
+def test_file_url_and_missing_directory(tmp_path: Path) -> None:
+    src = tmp_path / "src dir" / "f.bin"
+    src.parent.mkdir()
+    src.write_bytes(DATA)
+    dest = tmp_path / "new" / "deeper" / "f.bin"
+    assert fetch([src.as_uri()], dest, SHA) == src.as_uri()
+    assert dest.read_bytes() == DATA
+    assert sha256_file(dest) == SHA
+
+
+def test_progress_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with serve({"f.bin": DATA}) as srv:
+        fetch([srv.url("f.bin")], tmp_path / "f.bin", SHA, progress=True, **FAST)
+        fetch([srv.url("f.bin")], tmp_path / "g.bin", SHA, progress=False, **FAST)
+    err = capsys.readouterr().err
+    assert "f.bin" in err and "g.bin" not in err
+
+
+def test_make_session() -> None:
+    s = make_session(retries=3)
+    assert s.headers["Accept-Encoding"] == "identity"
+    for prefix in ("http://", "https://"):
+        retry = s.get_adapter(prefix + "x").max_retries
+        assert retry.total == 3 and 503 in retry.status_forcelist and 429 in retry.status_forcelist
+
+
+DEB822 = """\
+# a comment
+Types: deb
+URIs: http://security.example/debian-security
+Suites: trixie-security
+Components: main
+
+Types: deb deb-src
+URIs: http://mirror.example/debian/
+Suites: trixie trixie-updates
+Components: main
+"""
+
+
+def test_debian_archive_uri_deb822(tmp_path: Path) -> None:
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(DEB822)
+    (d / "other.list.disabled").write_text("deb http://other.example/debian trixie main\n")
+    (tmp_path / "sources.list").write_text("deb http://late.example/debian trixie main\n")
+    paths = (str(d), str(tmp_path / "sources.list"))
+    assert debian_archive_uri(paths) == "http://mirror.example/debian"
+
+
+def test_debian_archive_uri_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "sources.list"
+    f.write_text(
+        "# deb http://commented.example/debian trixie main\n"
+        "deb http://security.example/debian-security trixie-security main\n"
+        "deb-src http://src.example/debian trixie main\n"
+        "deb [arch=amd64 signed-by=/x.gpg] http://mirror.example/debian/ trixie main\n"
+    )
+    assert debian_archive_uri([str(f)]) == "http://mirror.example/debian"
+
+
+def test_debian_archive_uri_prefers_debian_and_none(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a-vendor.list").write_text("deb https://vendor.example/apt stable main\n")
+    (d / "b.list").write_text("deb http://mirror.example/debian trixie main\n")
+    assert debian_archive_uri([str(d)]) == "http://mirror.example/debian"
+    assert debian_archive_uri([str(tmp_path / "nothing")]) is None
+
+
+REAL = {
+    "pool/main/p/pcre2/pcre2_10.46.orig.tar.gz": (
+        "8d28d7f2c3b970c3a4bf3776bcbb5adfc923183ce74bc8df1ebaad8c1985bd07"
+    ),
+    "pool/main/l/lua5.4/lua5.4_5.4.7.orig.tar.gz": (
+        "9fbf5e28ef86c69858f6d3d34eccc32e911c1a28b4120ff3e84aaa70cfbf1e30"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def archive() -> str:
+    base = debian_archive_uri()
+    if base is None:
+        pytest.skip("no Debian archive in this machine's apt sources")
+    try:
+        requests.head(base + "/", timeout=(10, 20), allow_redirects=True).close()
+    except (requests.ConnectionError, requests.Timeout) as e:
+        host = urllib.parse.urlsplit(base).hostname
+        pytest.skip(f"Debian archive {host} cannot be reached: {type(e).__name__}: {e}")
+    return base
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("path", sorted(REAL), ids=lambda p: p.rsplit("/", 1)[1])
+def test_real_archive(archive: str, path: str, tmp_path: Path) -> None:
+    url = f"{archive}/{path}"
+    dest = tmp_path / path.rsplit("/", 1)[1]
+    assert fetch([url], dest, REAL[path], timeout=(10, 60)) == url
+    assert sha256_file(dest) == REAL[path]
