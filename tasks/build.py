@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -151,7 +152,7 @@ class BuildAction(BaseAction):
                 unpack(path, src, strip_components=source.strip_components)
             else:
                 self._note(f"copy {source.file}")
-                (build_dir / source.file).write_bytes(path.read_bytes())
+                shutil.copyfile(path, build_dir / source.file)
 
     # ------------------------------------------------------------------ running and logging
 

@@ -16,6 +16,7 @@ the cascade there (early cutoff). file_dep sets iterate sorted, so ``doit list -
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,16 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _interrupted(typ: type, value: BaseException, tb: Any, _default: Any = sys.excepthook) -> None:
+    """Ctrl-C or SIGTERM: one line instead of a traceback."""
+    if issubclass(typ, KeyboardInterrupt):
+        sys.stderr.write(
+            "\nazl-bootstrap: interrupted; every finished task is saved, run doit again to go on\n"
+        )
+    else:
+        _default(typ, value, tb)
+
+
 def setup(project: Path) -> tuple[dict[str, Any], Project]:
     """Load the project at ``project`` and return ``(DOIT_CONFIG, Project)``.
 
@@ -187,6 +198,7 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         # SIGTERM unwinds like Ctrl-C: the running build's process group is stopped
         signal.signal(signal.SIGTERM, _sigterm)
+        sys.excepthook = _interrupted
     config = {
         "default_tasks": ["all"],
         "backend": "azl",

@@ -1,0 +1,139 @@
+"""Shared fixtures: a throw-away azl-bootstrap project (the repository's dodo.py, mock recipes,
+a mirror of real tarballs made by the test) and a way to run the real ``doit`` in it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def ran(self) -> list[str]:
+        """Tasks that executed (``.  name`` lines of the plain reporter)."""
+        return re.findall(r"^\.  (\S+)", self.out, re.M)
+
+    @property
+    def uptodate(self) -> list[str]:
+        return re.findall(r"^-- (\S+)", self.out, re.M)
+
+    def packages_ran(self) -> list[str]:
+        return [t for t in self.ran if not t.startswith("mirror:")]
+
+
+class Project:
+    """A project directory with the repository's ``dodo.py`` and its own recipes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "recipes").mkdir(parents=True)
+        (root / "mirror").mkdir()
+        shutil.copy(REPO / "dodo.py", root / "dodo.py")
+        self.config('platform = "sandbox"\njobs = 2\n')
+
+    def config(self, text: str) -> None:
+        (self.root / "azl-bootstrap.toml").write_text(text)
+
+    def tarball(self, name: str, files: dict[str, str | bytes], mode: int = 0o644) -> str:
+        """A real .tar.gz ``mirror/<name>.tar.gz`` with top directory ``<name>/``; its sha256."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for rel, content in sorted(files.items()):
+                data = content.encode() if isinstance(content, str) else content
+                info = tarfile.TarInfo(f"{name}/{rel}")
+                info.size, info.mode, info.mtime = len(data), mode, 1_000_000_000
+                tar.addfile(info, io.BytesIO(data))
+        path = self.root / "mirror" / f"{name}.tar.gz"
+        path.write_bytes(buf.getvalue())
+        return hashlib.sha256(buf.getvalue()).hexdigest()
+
+    def recipe(
+        self,
+        name: str,
+        body: str = "",
+        *,
+        deps: tuple[str, ...] = (),
+        install: str | None = None,
+        files: dict[str, str] | None = None,
+        version: str = "1.0",
+    ) -> Path:
+        """A mock package: a real tarball in the mirror and a ``script`` recipe that installs
+        ``share/<name>.txt`` (the content of ``data.txt``) unless ``install`` says otherwise."""
+        src = f"{name}-{version}"
+        sha = self.tarball(src, files or {"data.txt": f"{name} {version}\n"})
+        install = (
+            install
+            or 'mkdir -p "$DESTDIR$PREFIX/share" && cp data.txt "$DESTDIR$PREFIX/share/$PKG.txt"'
+        )
+        text = textwrap.dedent(
+            f"""\
+            version = "{version}"
+            depends = {list(deps)!r}
+            build_system = "script"
+            """
+        ).replace("'", '"')
+        text += body + "\n"
+        text += f"script.install = '''{install}'''\n"
+        text += (
+            f'[versions."{version}"]\n'
+            f'sources = [{{ file = "{src}.tar.gz", sha256 = "{sha}", urls = ["file:///nonexistent/{src}.tar.gz"] }}]\n'
+        )
+        path = self.root / "recipes" / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    def doit(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+        """Run the real ``doit`` (``python -m doit``) in the project."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "doit", *args],
+            cwd=self.root,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "doit", *args],
+            cwd=self.root,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    @property
+    def sandbox_root(self) -> Path:
+        return self.root / "cache" / "sandbox" / "root"
+
+    def installed(self, rel: str) -> Path:
+        return self.sandbox_root / "usr" / rel
+
+    def manifest(self, name: str) -> Path:
+        return self.root / "cache" / "manifests" / f"{name}.json"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path / "proj")
