@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -39,18 +40,22 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``; nothing else."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mount_points(mountinfo: str = MOUNTINFO) -> list[str]:
-    """Every mount point of this process's namespace."""
+    """Every mount point of this process's namespace. Unreadable mountinfo is an error:
+    without it no delete could be proven safe."""
     try:
-        with open(mountinfo) as f:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
             return [_unescape(line.split()[4]) for line in f if line.strip()]
-    except OSError:
-        return []
+    except OSError as e:
+        raise MountedError(f"cannot read {mountinfo} ({e.strerror}): refusing to delete") from None
 
 
 class MountedError(Exception):
@@ -81,12 +86,12 @@ def safe_rmtree(tree: str | os.PathLike, mountinfo: str = MOUNTINFO) -> None:
         tree.unlink()
         return
 
-    # rmtree does not follow symlinks; make read-only directories deletable first
-    def onerror(func, path, exc_info):  # noqa: ANN001
-        if isinstance(exc_info[1], PermissionError):
-            os.chmod(os.path.dirname(path), 0o755)
-            func(path)
-        elif not isinstance(exc_info[1], FileNotFoundError):
-            raise exc_info[1]
-
-    shutil.rmtree(tree, onerror=onerror)
+    # read-only or unreadable directories (as a non-root user) must become deletable first;
+    # os.walk does not follow symlinks, and each directory is opened up before it is listed
+    os.chmod(tree, 0o700)
+    for dirpath, dirnames, _ in os.walk(tree):
+        for d in dirnames:
+            p = os.path.join(dirpath, d)
+            if not os.path.islink(p):
+                os.chmod(p, 0o700)
+    shutil.rmtree(tree)

@@ -26,7 +26,7 @@ from doit.task import Task
 
 from tasks import checker
 from tasks.build import BuildAction, clean_package
-from tasks.config import Config, Paths, load_config
+from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.graph import topo_order
 from tasks.mirror import Verified, fetch_source
 from tasks.platform import Platform, detect
@@ -44,12 +44,25 @@ class SortedSet(set):
         return iter(sorted(set.__iter__(self)))
 
 
+def _flatten(d: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "recipe":
+            flat.update(value)
+        elif isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 class Signature:
     """uptodate: the recipe's normalised content and the platform are what they were at the
     last successful build. ``doit info PKG`` shows which fields changed."""
 
     def __init__(self, signature: dict[str, Any]):
-        self.signature = signature
+        # flat: {"engine": 1, "platform.TARGET": ..., "configure_args": [...], ...}
+        self.signature = _flatten(signature)
         self.changed: list[str] | None = None
 
     def __call__(self, task: Task, values: dict[str, Any]) -> bool:
@@ -83,27 +96,33 @@ class Project:
 
     def __init__(self, project: Path):
         self.paths = Paths(project)
-        self.config: Config = load_config(project)
-        self.recipes: dict[str, Recipe] = load_recipes(self.paths.recipes)
-        self.platform: Platform = detect(project, self.config)
-        self.builds: dict[str, Build] = {}
-        errors = []
-        for name in sorted(self.config.versions):
-            if name not in self.recipes:
-                errors.append(
-                    RecipeError(
-                        project / "azl-bootstrap.toml", f"versions.{name}", "no such package"
-                    )
-                )
-        for name, recipe in self.recipes.items():
-            try:
-                self.builds[name] = recipe.for_platform(
-                    self.platform.name, self.config.versions.get(name)
-                )
-            except RecipeError as e:
-                errors.append(e)
+        errors: list[RecipeError] = []
+        try:
+            self.config: Config = load_config(project)
+        except RecipeError as e:  # report it with the recipes' errors, not instead of them
+            errors.append(e)
+            self.config = Config()
+        try:
+            self.recipes: dict[str, Recipe] = load_recipes(self.paths.recipes)
+        except RecipeErrors as e:
+            raise RecipeErrors(errors + e.errors) from None
         if errors:
             raise RecipeErrors(errors)
+        self.platform: Platform = detect(project, self.config)
+        config_file = project / CONFIG_NAME
+        for name, version in sorted(self.config.versions.items()):
+            if name not in self.recipes:
+                errors.append(RecipeError(config_file, f"versions.{name}", "no such package"))
+            elif version not in self.recipes[name].versions:
+                known = ", ".join(sorted(self.recipes[name].versions))
+                msg = f"unknown version {version!r} of {name} (known: {known})"
+                errors.append(RecipeError(config_file, f"versions.{name}", msg))
+        if errors:
+            raise RecipeErrors(errors)
+        self.builds: dict[str, Build] = {
+            name: recipe.for_platform(self.platform.name, self.config.versions.get(name))
+            for name, recipe in self.recipes.items()
+        }
         self.order = topo_order({n: b.depends for n, b in self.builds.items()})
 
     def tasks(self) -> Iterator[Task]:

@@ -102,8 +102,9 @@ def merge(
     for rel, e in entries.items():  # sorted: parents before children
         src, dst = base / rel, Path(root, rel)
         if e["type"] == "dir":
-            if dst.is_symlink() or not dst.is_dir():
-                dst.mkdir(parents=True, exist_ok=True)
+            if not dst.is_dir():  # a directory ROOT already has keeps its mode (think /tmp)
+                dst.mkdir(parents=True)
+                os.chmod(dst, int(e["mode"], 8))
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.is_dir() and not dst.is_symlink():
