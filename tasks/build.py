@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -35,6 +36,8 @@ from tasks.recipe import Build, expand
 from tasks.unpack import unpack
 
 TAIL_LINES = 20
+SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
+RUNNING: set[subprocess.Popen] = set()  # build commands running now, in any thread
 
 
 class StepFailed(Exception):
@@ -133,11 +136,12 @@ class BuildAction(BaseAction):
 
         def record() -> None:
             entries = manifest.scan_stage(stage, self.platform.root)
-            target = self.paths.manifest(b.name)
-            old = manifest.read(target)
+            installed = self.paths.installed(b.name)
+            old = manifest.read(installed)
             self._note(f"merging {len(entries)} entries into {self.platform.root}")
             manifest.merge(stage, self.platform.root, entries, old)
-            manifest.write(target, b.name, b.version.version, entries)
+            manifest.write(installed, b.name, b.version.version, entries)
+            manifest.write(self.paths.manifest(b.name), b.name, b.version.version, entries)
 
         self._step("manifest", record)
         if not self.keep_build:
@@ -176,22 +180,31 @@ class BuildAction(BaseAction):
         argv = ["sh", "-e", "-c", cmd] if isinstance(cmd, str) else cmd
         self._note(f"{step}: {shown}")
         t0 = time.monotonic()
+        # The supervisor leads a new process group and kills it if doit dies (even by
+        # SIGKILL: it watches a pipe whose other end only doit holds).
+        lifeline_r, lifeline_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, SUPERVISOR, *argv], cwd=cwd, env=env, stdin=lifeline_r,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         except OSError as e:
-            self._write(f"cannot run: {e}\n")
-            raise StepFailed(step, shown, f"cannot run {argv[0]!r}: {e.strerror}") from e
+            os.close(lifeline_w)
+            raise StepFailed(step, shown, f"cannot start: {e.strerror}") from e
+        finally:
+            os.close(lifeline_r)
+        RUNNING.add(proc)
         try:
             assert proc.stdout is not None
             for line in iter(proc.stdout.readline, b""):
                 self._write(line.decode("utf-8", "replace"))
             code = proc.wait()
-        except BaseException:  # Ctrl-C / SIGTERM: stop the whole build process group
-            _kill_group(proc)
+        except BaseException:  # Ctrl-C / SIGTERM in this thread: stop the build's group
+            kill_group(proc)
             raise
+        finally:
+            RUNNING.discard(proc)
+            os.close(lifeline_w)
         self._write(f"==> {step}: exit {code} after {time.monotonic() - t0:.1f}s\n")
         if code != 0:
             why = f"exit {code}" if code > 0 else f"killed by signal {-code}"
@@ -209,24 +222,38 @@ class BuildAction(BaseAction):
         )
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
+    """Stop a build command's whole process group: SIGTERM, then SIGKILL after 10 s."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except (ProcessLookupError, PermissionError):
+        pass
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_all_builds() -> None:
+    """Stop every running build command (called from the main thread's SIGINT/SIGTERM
+    handler: under ``doit -n N`` the builds wait in worker threads that never see it)."""
+    for proc in list(RUNNING):
+        kill_group(proc)
 
 
 def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
     """``doit clean PKG``: remove the build tree, the stage and the manifest (never the
     mirror), so the next run rebuilds the package. Files it merged into ROOT stay until
-    that rebuild replaces them."""
+    that rebuild replaces them (``cache/installed/PKG.json`` remembers them). Refused, with
+    a non-zero exit, while another doit works in the project."""
     targets = [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)]
     if dryrun:
         for t in targets:
             print(f"would remove {t}")
         return
-    lock.acquire(paths.state)
+    try:
+        lock.acquire(paths.state)
+    except lock.LockedError as e:  # doit would print a traceback and exit 0
+        raise SystemExit(f"doit clean {name}: {e}") from None
     for t in targets:
         safe_rmtree(t)

@@ -114,7 +114,13 @@ class Paths:
         return self.cache / "stage" / pkg
 
     def manifest(self, pkg: str) -> Path:
+        """The package task's target: what its last build installed."""
         return self.cache / "manifests" / f"{pkg}.json"
+
+    def installed(self, pkg: str) -> Path:
+        """What ROOT holds from the package. Unlike the manifest, ``clean`` keeps it, so the
+        next merge can still remove files the package no longer installs."""
+        return self.cache / "installed" / f"{pkg}.json"
 
     def log(self, pkg: str) -> Path:
         return self.logs / f"{pkg}.log"

@@ -25,7 +25,7 @@ from doit.exceptions import InvalidDodoFile
 from doit.task import Task
 
 from tasks import checker
-from tasks.build import BuildAction, clean_package
+from tasks.build import BuildAction, clean_package, stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.graph import topo_order
 from tasks.mirror import Verified, fetch_source
@@ -190,7 +190,10 @@ class Project:
         )
 
 
-def _sigterm(signum: int, frame: Any) -> None:
+def _stop(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM: stop every running build (they run in their own process groups, and
+    under ``-n N`` in worker threads), then unwind like Ctrl-C; finished tasks are saved."""
+    stop_all_builds()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -214,9 +217,10 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
     except (RecipeError, RecipeErrors) as e:
         raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
     checker.use_cache(proj.paths.state / "digests.json")
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        # SIGTERM unwinds like Ctrl-C: the running build's process group is stopped
-        signal.signal(signal.SIGTERM, _sigterm)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not when imported by a test run
+        signal.signal(signal.SIGTERM, _stop)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _stop)
         sys.excepthook = _interrupted
     config = {
         "default_tasks": ["all"],

@@ -87,14 +87,14 @@ class TaskStateDB:
         for task_id in sorted(self._dirty):
             self._commit(task_id)
         if self._removed:
-            lock.acquire(Path(self.name))
+            _lock(Path(self.name))
         for task_id in sorted(self._removed):
             with contextlib.suppress(FileNotFoundError):
                 self._file(task_id).unlink()
         self._removed.clear()
 
     def _commit(self, task_id: str) -> None:
-        lock.acquire(Path(self.name))
+        _lock(Path(self.name))
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self._file(task_id), self.codec.encode(self._cache[task_id]).encode())
         self._dirty.discard(task_id)
@@ -105,6 +105,15 @@ class TaskStateDB:
         if not self.dir.is_dir():
             return []
         return sorted(unquote(p.name[: -len(".json")]) for p in self.dir.glob("*.json"))
+
+
+def _lock(state_dir: Path) -> None:
+    """Writers take the project lock; ``doit forget``/``ignore`` while another doit runs
+    stop with its one-line message instead of a traceback."""
+    try:
+        lock.acquire(state_dir)
+    except lock.LockedError as e:
+        raise SystemExit(f"azl-bootstrap: {e}") from None
 
 
 def read_record(state_dir: str | os.PathLike, task_id: str) -> dict[str, Any]:
