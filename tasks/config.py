@@ -11,6 +11,8 @@ Every key is optional::
     mirrors = ["file:///srv/mirror", "http://10.0.2.2:8000"]   # tried before upstream URLs
     debian_archive = "http://..."  # base URI of Debian's archive; default: the apt sources
     keep_build = false            # keep build trees of successful builds
+    offline = true                # never use the network (default: on in the guest); only
+                                  # mirror/ and file:// mirrors are used
     [versions]
     grep = "3.11"                 # pick a version other than the recipe's default
 """
@@ -35,6 +37,7 @@ _TYPES: dict[str, type] = {
     "mirrors": list,
     "debian_archive": str,
     "keep_build": bool,
+    "offline": bool,
     "versions": dict,
 }
 
@@ -50,6 +53,7 @@ class Config:
     mirrors: list[str] = field(default_factory=list)
     debian_archive: str | None = None
     keep_build: bool = False
+    offline: bool | None = None  # None: on in the guest, off elsewhere
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -121,6 +125,11 @@ class Paths:
         """What ROOT holds from the package. Unlike the manifest, ``clean`` keeps it, so the
         next merge can still remove files the package no longer installs."""
         return self.cache / "installed" / f"{pkg}.json"
+
+    @property
+    def git(self) -> Path:
+        """Clones of the git repositories that git sources are snapshots of."""
+        return self.cache / "git"
 
     def log(self, pkg: str) -> Path:
         return self.logs / f"{pkg}.log"

@@ -23,18 +23,20 @@ from typing import Any
 
 from doit.exceptions import InvalidDodoFile
 from doit.task import Task
+from doit.tools import config_changed
 
 from tasks import checker
 from tasks.build import BuildAction, clean_package, stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.graph import topo_order
-from tasks.mirror import Verified, fetch_source
+from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
 from tasks.platform import Platform, detect
 from tasks.recipe import Build, Recipe, RecipeError, RecipeErrors, load_recipes
 from tasks.report import make_reporter
 
 # Bump when the meaning of a build changes (templates, environment): every package reruns.
 ENGINE_VERSION = 1
+SUMS = "SHA256SUMS"
 
 
 class SortedSet(set):
@@ -124,12 +126,36 @@ class Project:
             for name, recipe in self.recipes.items()
         }
         self.order = topo_order({n: b.depends for n, b in self.builds.items()})
+        offline = (
+            self.config.offline
+            if self.config.offline is not None
+            else self.platform.name == "guest"
+        )
+        self.mirror = MirrorSettings.make(
+            self.config.mirrors, self.config.debian_archive, offline, project
+        )
 
     def tasks(self) -> Iterator[Task]:
         yield from self._fetch_tasks()
         for name in self.order:
             yield self._package_task(self.builds[name])
-        yield _task(name="all", actions=None, task_dep=list(self.order), doc="build every package")
+        # fetch every source before building anything: a missing file stops the run early
+        yield _task(
+            name="all", actions=None, task_dep=["mirror", *self.order], doc="build every package"
+        )
+
+    def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
+        """Checked before a run starts: offline, every source of the run must be at hand."""
+        if not self.mirror.offline:
+            return None
+        missing = missing_sources(tasks, names, self.mirror)
+        if not missing:
+            return None
+        return (
+            f"offline, and {len(missing)} source(s) of this run are not in the mirror; "
+            "nothing was built:\n" + "\n".join(missing) + "\nFetch them where there is network "
+            "(doit mirror) and copy mirror/ here, or name a local mirror in azl-bootstrap.toml."
+        )
 
     def _fetch_tasks(self) -> Iterator[Task]:
         owners: dict[str, tuple[str, str]] = {}  # file -> (sha256, package)
@@ -154,13 +180,26 @@ class Project:
                 yield _task(
                     name=f"mirror:{src.file}",
                     subtask_of="mirror",
-                    actions=[(fetch_source, [src, self.paths, self.config])],
+                    actions=[(fetch_source, [src, self.paths, self.mirror])],
                     targets=[str(self.paths.mirror / src.file)],
                     uptodate=[Verified(self.paths.mirror / src.file, src.sha256)],
                     doc=f"fetch and verify {src.file}",
+                    meta={"source": src, "package": name},
                 )
         if errors:
             raise RecipeErrors(errors)
+        sums = {f: sha for f, (sha, _) in owners.items()}
+        sums_file = self.paths.mirror / SUMS
+        yield _task(
+            name=f"mirror:{SUMS}",
+            subtask_of="mirror",
+            actions=[(write_sums, [sums_file, sums])],
+            file_dep=[str(self.paths.mirror / f) for f in sums],
+            targets=[str(sums_file)],
+            uptodate=[config_changed(sums)],
+            doc="mirror/SHA256SUMS for sha256sum -c",
+        )
+        names.append(f"mirror:{SUMS}")
         yield _task(
             name="mirror", actions=None, task_dep=names, has_subtask=True, doc="fetch every source"
         )
@@ -227,7 +266,7 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
         "backend": "azl",
         "dep_file": str(proj.paths.state),
         "check_file_uptodate": checker.XXH3Checker,
-        "reporter": make_reporter(proj.paths.state),
+        "reporter": make_reporter(proj.paths.state, proj.preflight),
         "par_type": "thread",
     }
     return config, proj

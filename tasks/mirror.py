@@ -1,35 +1,63 @@
 """The source mirror: one fetch task per source file, target ``mirror/<file>``.
 
-URL order for a source: the configured mirrors, then the recipe's upstream URLs, then Debian's
-archive for sources whose Debian ``.orig`` tarball is byte-identical (the recipe names the pool
-path; the archive's base URI comes from the config or the machine's apt sources, never from
-this repository). Every file is verified by sha256 before it appears under its final name.
+URL order for a source: the configured mirrors (directories, ``file://`` or HTTP, e.g. one made
+by live-bootstrap's ``mirror.sh``), then the recipe's upstream URLs, then Debian's archive for
+sources whose Debian ``.orig`` tarball is byte-identical (the recipe names the pool path; the
+archive's base URI comes from the config or the machine's apt sources, never from this
+repository), and last, for a ``git`` source, a ``git archive`` of the pinned ref made as
+live-bootstrap's ``mirror.sh`` makes it. Every file is verified by sha256 before it appears
+under its final name.
 
 A fetch task is up to date while the file's stat key (size, mtime, ctime, inode) equals the one
 recorded when it was last verified: a no-op run hashes nothing. Any change to the file (a hand
-edit, a copy over it) makes the task run, which re-verifies the file and fetches it again if
-its hash is wrong.
+edit, bit rot noticed by a copy, a file replaced) makes the task run, which re-verifies it and
+fetches it again if its hash is wrong.
+
+Offline (the default in the guest) nothing touches the network: only ``mirror/`` and local
+mirrors are used, and a run whose sources are missing stops before any task, listing them all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from tasks import lock
-from tasks.config import Config, Paths
-from tasks.download import debian_archive_uri, fetch, sha256_file
+from tasks.config import Paths
+from tasks.download import FetchError, debian_archive_uri, fetch, sha256_file
+from tasks.fsutil import atomic_write
 from tasks.recipe import Source
 
 
-def source_urls(source: Source, config: Config, debian: str | None) -> list[str]:
-    """Where ``source`` may be fetched from, in the order they are tried."""
-    urls = [m.rstrip("/") + "/" + source.file for m in config.mirrors]
-    urls += list(source.urls)
-    if source.debian and debian:
-        urls.append(f"{debian.rstrip('/')}/pool/{source.debian}")
-    return urls
+@dataclass(frozen=True)
+class MirrorSettings:
+    mirrors: tuple[str, ...] = ()  # base URLs; plain directories become file:// URLs
+    debian_archive: str | None = None  # None: read the apt sources when first needed
+    offline: bool = False
+
+    @staticmethod
+    def make(
+        mirrors: list[str], debian_archive: str | None, offline: bool, project: Path
+    ) -> MirrorSettings:
+        urls = tuple(m if "://" in m else (project / m).resolve().as_uri() for m in mirrors)
+        return MirrorSettings(urls, debian_archive, offline)
+
+    def urls(self, source: Source, *, debian: str | None = None) -> list[str]:
+        """Where ``source`` may be fetched from, in the order they are tried (offline: the
+        local mirrors only)."""
+        urls = [m.rstrip("/") + "/" + source.file for m in self.mirrors]
+        urls += list(source.urls)
+        archive = self.debian_archive or debian
+        if source.debian and archive:
+            urls.append(f"{archive.rstrip('/')}/pool/{source.debian}")
+        if self.offline:
+            urls = [u for u in urls if u.startswith("file://")]
+        return urls
 
 
 def _stat_key(path: Path) -> list[int]:
@@ -37,17 +65,96 @@ def _stat_key(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def fetch_source(source: Source, paths: Paths, config: Config) -> dict[str, Any]:
-    """Action of ``mirror:<file>``: keep a verified copy, or fetch one. Returns the stat key
-    that marks the file as verified (saved by doit as the task's value)."""
+def fetch_source(source: Source, paths: Paths, settings: MirrorSettings) -> dict[str, Any]:
+    """Action of ``mirror:<file>``: keep a verified copy, or fetch one. Returns (as the task's
+    saved values) the stat key that marks the file verified and where it came from."""
     lock.acquire(paths.state)
     dest = paths.mirror / source.file
-    if dest.exists() and sha256_file(dest) == source.sha256:
-        return {"verified": _stat_key(dest)}
+    if dest.exists():
+        if sha256_file(dest) == source.sha256:
+            return {"verified": _stat_key(dest), "origin": "mirror/", "bytes": 0}
+        os.replace(dest, dest.with_name(dest.name + ".bad"))  # kept for inspection, never used
     paths.mirror.mkdir(parents=True, exist_ok=True)
-    debian = config.debian_archive or debian_archive_uri()
-    fetch(source_urls(source, config, debian), dest, source.sha256)
-    return {"verified": _stat_key(dest)}
+    debian = None if settings.offline or settings.debian_archive else debian_archive_uri()
+    urls = settings.urls(source, debian=debian)
+    try:
+        if not urls:
+            raise FetchError(f"{source.file}: no local mirror has it")
+        origin = fetch(urls, dest, source.sha256)
+    except FetchError as e:
+        if not source.git or settings.offline:
+            raise FetchError(_offline_note(str(e), source, settings)) from None
+        origin = git_snapshot(source, paths, dest)
+    return {"verified": _stat_key(dest), "origin": origin, "bytes": dest.stat().st_size}
+
+
+def _offline_note(message: str, source: Source, settings: MirrorSettings) -> str:
+    if not settings.offline:
+        return message
+    online = MirrorSettings(settings.mirrors, settings.debian_archive, False).urls(source)
+    where = "\n".join(f"  {u}" for u in online) or "  (no URL)"
+    return (
+        f"{message}\noffline: the network is not used; it can be fetched elsewhere from:\n{where}"
+    )
+
+
+def git_snapshot(source: Source, paths: Paths, dest: Path) -> str:
+    """Make ``dest`` as ``git archive --prefix <repo>-<ref>/ <ref>`` of a clone kept under
+    ``cache/git/``, compressed with ``gzip -n`` / ``xz -T1`` (reproducible, as live-bootstrap's
+    ``mirror.sh``), and verify it like any download."""
+    assert source.git and source.ref
+    clone = paths.git / source.git.split("://", 1)[-1].strip("/")
+    run = lambda *a: subprocess.run(a, capture_output=True, text=True)  # noqa: E731
+    if not (clone / "HEAD").exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        r = run("git", "clone", "--bare", "--quiet", source.git, str(clone))
+        if r.returncode:
+            raise FetchError(f"{source.file}: git clone {source.git} failed: {r.stderr.strip()}")
+    if run("git", "-C", str(clone), "cat-file", "-e", f"{source.ref}^{{commit}}").returncode:
+        r = run(
+            "git",
+            "-C",
+            str(clone),
+            "fetch",
+            "--quiet",
+            "--tags",
+            "origin",
+            "+refs/heads/*:refs/heads/*",
+        )
+        if r.returncode:
+            raise FetchError(f"{source.file}: git fetch {source.git} failed: {r.stderr.strip()}")
+    compress = {".gz": ["gzip", "-n"], ".xz": ["xz", "-T1"]}.get(dest.suffix)
+    archive = [
+        "git",
+        "-C",
+        str(clone),
+        "archive",
+        "--format=tar",
+        f"--prefix={source.git_prefix()}/",
+        source.ref,
+    ]
+    tar = subprocess.run(archive, capture_output=True)
+    if tar.returncode:
+        raise FetchError(
+            f"{source.file}: git archive {source.ref} of {source.git} failed: {tar.stderr.decode().strip()}"
+        )
+    data = (
+        subprocess.run(compress, input=tar.stdout, capture_output=True, check=True).stdout
+        if compress
+        else tar.stdout
+    )
+    got = hashlib.sha256(data).hexdigest()
+    if got != source.sha256:
+        raise FetchError(
+            f"{source.file}: git archive of {source.git} at {source.ref}: sha256 mismatch: "
+            f"expected {source.sha256}, got {got}"
+        )
+    atomic_write(dest, data)
+    return f"git {source.git} {source.ref}"
+
+
+def local_path(file_url: str) -> Path:
+    return Path(unquote(urlparse(file_url).path))
 
 
 class Verified:
@@ -64,3 +171,31 @@ class Verified:
 
     def __str__(self) -> str:
         return f"{self.path} verified (sha256 {self.sha256[:12]}...) and unchanged since"
+
+
+def write_sums(path: Path, sums: dict[str, str]) -> None:
+    """``mirror/SHA256SUMS`` in the format ``sha256sum -c`` reads (sorted by file name)."""
+    atomic_write(path, "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode())
+
+
+def missing_sources(tasks: dict[str, Any], names: set[str], settings: MirrorSettings) -> list[str]:
+    """Offline preflight: for the fetch tasks among ``names`` whose file is neither in
+    ``mirror/`` nor in a local mirror, one report paragraph each."""
+    report = []
+    for name in sorted(names):
+        meta = tasks[name].meta or {}
+        source: Source | None = meta.get("source")
+        if source is None or Path(tasks[name].targets[0]).exists():
+            continue
+        local = [u for u in settings.urls(source) if local_path(u).exists()]
+        if local:
+            continue
+        debian = settings.debian_archive or debian_archive_uri()  # a file read, no network
+        online = MirrorSettings(settings.mirrors, debian, False).urls(source)
+        if source.git:
+            online.append(f"git archive {source.ref} of {source.git}")
+        tried = ", ".join(f"{m}/" for m in settings.mirrors) or "no local mirror configured"
+        lines = [f"{source.file} (for {meta.get('package')}): not in mirror/ ({tried})"]
+        lines += [f"    can be fetched from {u}" for u in online]
+        report.append("\n".join(lines))
+    return report

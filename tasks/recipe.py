@@ -71,7 +71,17 @@ _TOP_KEYS = {
 }  # fmt: skip
 _OVERRIDE_KEYS = {"version", "configure_args", "make_args", "install_args", "env", "depends"}
 _VERSION_KEYS = {"sources", "note", "substitute_for"}
-_SOURCE_KEYS = {"file", "sha256", "urls", "debian", "unpack", "strip_components"}
+_SOURCE_KEYS = {
+    "file",
+    "sha256",
+    "urls",
+    "debian",
+    "git",
+    "ref",
+    "prefix",
+    "unpack",
+    "strip_components",
+}
 
 
 class RecipeError(Exception):
@@ -100,6 +110,17 @@ class Source:
     debian: str | None = None  # pool path of a byte-identical Debian .orig tarball
     unpack: bool = True
     strip_components: int = 1
+    git: str | None = None  # a git repository: the file is `git archive` of `ref` ...
+    ref: str | None = None  # ... a commit (or tag) ...
+    prefix: str | None = None  # ... with this top directory (default <repo>-<ref>)
+
+    def git_prefix(self) -> str:
+        """Top directory of a git snapshot, named as live-bootstrap's mirror.sh names it."""
+        if self.prefix:
+            return self.prefix
+        repo = (self.git or "").rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        ref = self.ref or ""
+        return f"{repo}-{ref[1:] if ref[:1] == 'v' and ref[1:2].isdigit() else ref}"
 
 
 @dataclass(frozen=True)
@@ -288,13 +309,28 @@ class _Checker:
         debian = self.typed(raw, "debian", str, where + ".", None)
         if debian is not None and (debian.startswith("/") or ".." in debian.split("/")):
             self.err(where + ".debian", f"must be a relative pool path, got {debian!r}")
-        if not urls and debian is None:
-            self.err(where + ".urls", "no URL and no Debian pool path: nowhere to fetch it from")
+        git = self.typed(raw, "git", str, where + ".", None)
+        ref = self.typed(raw, "ref", str, where + ".", None)
+        prefix = self.typed(raw, "prefix", str, where + ".", None)
+        if git is not None:
+            if not ref:
+                self.err(where + ".ref", "missing: a git source is pinned to a commit or tag")
+            if "file" not in raw:
+                self.err(where + ".file", "missing: name the snapshot tarball of a git source")
+            elif not name.endswith((".tar.gz", ".tar.xz", ".tar")):
+                self.err(where + ".file", "a git snapshot is a .tar.gz, .tar.xz or .tar")
+        elif ref is not None or prefix is not None:
+            self.err(where + ".ref", "`ref` and `prefix` belong to a `git` source")
+        if not urls and debian is None and git is None:
+            self.err(
+                where + ".urls",
+                "no URL, Debian pool path or git repository: nowhere to fetch it from",
+            )
         unpack = self.typed(raw, "unpack", bool, where + ".", True)
         strip = self.typed(raw, "strip_components", int, where + ".", 1)
         if sha is None or not name or not _SHA256.match(sha):
             return None
-        return Source(name, sha, tuple(urls), debian, unpack, strip)
+        return Source(name, sha, tuple(urls), debian, unpack, strip, git, ref, prefix)
 
 
 def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:

@@ -6,6 +6,7 @@ and the log's last lines (``tasks.build``)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class Reporter(ConsoleReporter):
     here, before the first task starts."""
 
     state_dir: Path
+    preflight: Preflight | None = None
     desc = "azl-bootstrap progress: a bar on a terminal, plain lines otherwise"
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
@@ -43,6 +45,10 @@ class Reporter(ConsoleReporter):
         except lock.LockedError as e:
             raise InvalidTask(str(e)) from None
         self.counted = _closure(tasks, selected_tasks)
+        self.fetched: list[tuple[str, dict[str, Any]]] = []
+        problem = self.preflight(tasks, self.counted) if self.preflight else None
+        if problem:
+            raise InvalidTask(problem)
         tty = getattr(self.outstream, "isatty", lambda: False)() and sys.stderr.isatty()
         self.bar = (
             tqdm(
@@ -69,6 +75,8 @@ class Reporter(ConsoleReporter):
 
     def add_success(self, task: Any) -> None:
         self._tick(task)
+        if task.name.startswith("mirror:") and "origin" in task.values:
+            self.fetched.append((task.name.removeprefix("mirror:"), task.values))
 
     def skip_uptodate(self, task: Any) -> None:
         self._tick(task)
@@ -93,11 +101,34 @@ class Reporter(ConsoleReporter):
     def complete_run(self) -> None:
         if getattr(self, "bar", None) is not None:
             self.bar.close()
+        if getattr(self, "fetched", None):
+            self.write(mirror_summary(self.fetched))
         for res in self.failures:
             self.write(f"#### {res['task'].name}\n{res['exception'].get_msg().rstrip()}\n")
         if self.runtime_errors:
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
 
 
-def make_reporter(state_dir: Path) -> type[Reporter]:
-    return type("AzlReporter", (Reporter,), {"state_dir": state_dir})
+def mirror_summary(fetched: list[tuple[str, dict[str, Any]]]) -> str:
+    """Files, bytes and where each came from, for the fetch tasks that ran."""
+    got = [(f, v) for f, v in fetched if v.get("bytes")]
+    kept = len(fetched) - len(got)
+    total = sum(v["bytes"] for _, v in got)
+    lines = [
+        f"mirror: {len(got)} file(s) fetched, {total / 2**20:.1f} MiB; {kept} re-verified in place"
+    ]
+    lines += [f"  {f}  {v['bytes'] / 2**20:.1f} MiB  from {v['origin']}" for f, v in sorted(got)]
+    return "\n".join(lines) + "\n"
+
+
+Preflight = Callable[[dict[str, Any], set[str]], "str | None"]
+
+
+def make_reporter(state_dir: Path, preflight: Preflight | None = None) -> type[Reporter]:
+    """A reporter class bound to this project's lock and its pre-run check (doit wants a
+    class, created with the output stream and options)."""
+    return type(
+        "AzlReporter",
+        (Reporter,),
+        {"state_dir": state_dir, "preflight": staticmethod(preflight) if preflight else None},
+    )
