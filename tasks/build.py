@@ -49,8 +49,16 @@ class StepFailed(Exception):
 class BuildAction(BaseAction):
     """Build ``build`` for ``platform`` (a picklable action: it runs under ``-P process`` too)."""
 
-    def __init__(self, build: Build, platform: Platform, paths: Paths, keep_build: bool = False):
+    def __init__(
+        self,
+        build: Build,
+        platform: Platform,
+        paths: Paths,
+        keep_build: bool = False,
+        checkpoint: bool = False,
+    ):
         self.build, self.platform, self.paths, self.keep_build = build, platform, paths, keep_build
+        self.checkpoint = checkpoint  # acts on the running system: no stage, no manifest
         self.task = None
         self.out = self.err = self.result = None
         self.values: dict[str, Any] = {}
@@ -74,6 +82,7 @@ class BuildAction(BaseAction):
             **self.platform.variables(),
             "PKG": self.build.name,
             "VERSION": self.build.version.version,
+            "PREV": self.build.prev or "",
             "BUILDDIR": str(build_dir),
             "SRCDIR": str(build_dir / "src"),
             "DESTDIR": str(stage),
@@ -81,7 +90,9 @@ class BuildAction(BaseAction):
 
     def environment(self, variables: dict[str, str]) -> dict[str, str]:
         env = self.platform.build_env()
-        env.update({k: variables[k] for k in ("PKG", "VERSION", "BUILDDIR", "SRCDIR", "DESTDIR")})
+        env.update(
+            {k: variables[k] for k in ("PKG", "VERSION", "PREV", "BUILDDIR", "SRCDIR", "DESTDIR")}
+        )
         env["HOME"] = variables["BUILDDIR"]
         env.update({k: expand(v, variables) for k, v in self.build.env.items()})
         return env
@@ -143,7 +154,8 @@ class BuildAction(BaseAction):
             manifest.write(installed, b.name, b.version.version, entries)
             manifest.write(self.paths.manifest(b.name), b.name, b.version.version, entries)
 
-        self._step("manifest", record)
+        if not self.checkpoint:
+            self._step("manifest", record)
         if not self.keep_build:
             safe_rmtree(build_dir)
         self._note("done")

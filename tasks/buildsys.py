@@ -6,6 +6,8 @@ string (a recipe's ``[script]`` phase, run with ``sh -e -c``). Every phase runs 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tasks.recipe import PHASES, Build, expand
 
 Command = list[str] | str
@@ -71,15 +73,11 @@ TEMPLATES = {
 def phases(build: Build, variables: dict[str, str]) -> list[tuple[str, list[Command]]]:
     """``[(phase, commands)]`` in order: the template's, with ``[script]`` phases replacing
     the template's phase of the same name; ``${VARS}`` in recipe arguments expanded."""
-    expanded = Build(
-        recipe=build.recipe,
-        platform=build.platform,
-        version=build.version,
-        depends=build.depends,
+    expanded = replace(
+        build,
         configure_args=[expand(a, variables) for a in build.configure_args],
         make_args=[expand(a, variables) for a in build.make_args],
         install_args=[expand(a, variables) for a in build.install_args],
-        env=build.env,
     )
     steps = TEMPLATES[build.recipe.build_system](expanded, variables)
     for phase, text in build.recipe.script.items():

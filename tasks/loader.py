@@ -15,6 +15,7 @@ the cascade there (early cutoff). file_dep sets iterate sorted, so ``doit list -
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -87,6 +88,22 @@ class Signature:
     __repr__ = __str__
 
 
+class MachineIs:
+    """uptodate: the running kernel's machine (``uname -m``; ``AZL_MACHINE`` overrides it,
+    so tests inject the check instead of kexec-ing the test machine)."""
+
+    def __init__(self, machine: str):
+        self.machine = machine
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        return (os.environ.get("AZL_MACHINE") or os.uname().machine) == self.machine
+
+    def __str__(self) -> str:
+        return f"running machine is {self.machine}"
+
+    __repr__ = __str__
+
+
 def _task(name: str, actions: list | None, **fields: Any) -> Task:
     task = Task(name, actions, **fields)
     task.file_dep = SortedSet(task.file_dep)
@@ -121,10 +138,7 @@ class Project:
                 errors.append(RecipeError(config_file, f"versions.{name}", msg))
         if errors:
             raise RecipeErrors(errors)
-        self.builds: dict[str, Build] = {
-            name: recipe.for_platform(self.platform.name, self.config.versions.get(name))
-            for name, recipe in self.recipes.items()
-        }
+        self.builds = self._resolve()
         self.order = topo_order({n: b.depends for n, b in self.builds.items()})
         offline = (
             self.config.offline
@@ -134,6 +148,23 @@ class Project:
         self.mirror = MirrorSettings.make(
             self.config.mirrors, self.config.debian_archive, offline, project
         )
+
+    def _resolve(self) -> dict[str, Build]:
+        """The packages of this platform: a recipe may make none (``platforms``), one, or a
+        chain of them. Dependencies name packages; a chain's recipe name stands for its last
+        link; a dependency that does not exist on this platform is a step of another platform
+        (the guest's kernel, say) and is dropped."""
+        plat = self.platform.name
+        builds: dict[str, Build] = {}
+        alias: dict[str, str] = {}
+        for name, recipe in self.recipes.items():
+            made = recipe.builds(plat, self.config.versions.get(name))
+            builds.update((b.name, b) for b in made)
+            if made:
+                alias[name] = made[-1].name
+        for b in builds.values():
+            b.depends = [alias.get(d, d) for d in b.depends if alias.get(d, d) in builds]
+        return builds
 
     def tasks(self) -> Iterator[Task]:
         yield from self._fetch_tasks()
@@ -206,10 +237,14 @@ class Project:
 
     def _package_task(self, build: Build) -> Task:
         recipe, paths = build.recipe, self.paths
+        if recipe.running_machine:
+            return self._checkpoint_task(build)
         file_dep = [str(recipe.path)]
         file_dep += [str(p) for p in recipe.patch_paths()]
         file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
-        file_dep += [str(paths.manifest(d)) for d in build.depends]
+        # a package's output is its manifest; a checkpoint has none and only orders
+        checkpoints = [d for d in build.depends if self.builds[d].recipe.running_machine]
+        file_dep += [str(paths.manifest(d)) for d in build.depends if d not in checkpoints]
         signature = {
             "engine": ENGINE_VERSION,
             "platform": self.platform.signature(),
@@ -225,7 +260,23 @@ class Project:
             targets=[str(paths.manifest(build.name))],
             uptodate=[Signature(signature)],
             clean=[(clean_package, [paths, build.name])],
+            task_dep=checkpoints,
             doc=doc,
+        )
+
+    def _checkpoint_task(self, build: Build) -> Task:
+        """A step whose result is the state of the running machine, not files: the kexec
+        into the 64-bit kernel is done exactly while ``uname -m`` says x86_64. It has no
+        file_dep and no target: after the kexec ends this doit, the next run finds it done;
+        after a reboot into the old kernel it runs again."""
+        machine = build.recipe.running_machine
+        assert machine
+        return _task(
+            name=build.name,
+            actions=[BuildAction(build, self.platform, self.paths, checkpoint=True)],
+            uptodate=[MachineIs(machine)],
+            task_dep=list(build.depends),
+            doc=f"{build.recipe.description}  [done while the machine is {machine}]".strip(),
         )
 
 

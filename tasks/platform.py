@@ -118,7 +118,13 @@ def compiler_target() -> str:
 def detect(project: Path, config: Config, steps: Path = GUEST_STEPS) -> Platform:
     """The platform of this machine: the guest inside live-bootstrap (it has
     ``/steps/bootstrap.cfg``), else the sandbox; ``platform`` in the config overrides."""
-    name = config.platform or ("guest" if (steps / "bootstrap.cfg").exists() else "sandbox")
+    name = (
+        os.environ.get("AZL_PLATFORM")  # e.g. AZL_PLATFORM=guest doit list: the guest's plan
+        or config.platform
+        or ("guest" if (steps / "bootstrap.cfg").exists() else "sandbox")
+    )
+    if name not in ("sandbox", "guest"):
+        raise ValueError(f"AZL_PLATFORM={name!r}: must be 'sandbox' or 'guest'")
     jobs = config.jobs or default_jobs()
     if name == "guest":
         env = _guest_env(steps)

@@ -46,19 +46,8 @@ RESERVED = {
 }  # fmt: skip
 # Variables a recipe value may use as ${NAME}: the platform's and the build's own.
 VARIABLES = frozenset(
-    [
-        "TARGET",
-        "PREFIX",
-        "LIBDIR",
-        "ROOT",
-        "JOBS",
-        "PLATFORM",
-        "DESTDIR",
-        "SRCDIR",
-        "BUILDDIR",
-        "PKG",
-        "VERSION",
-    ]
+    {"TARGET", "PREFIX", "LIBDIR", "ROOT", "JOBS", "PLATFORM"}  # the platform's
+    | {"DESTDIR", "SRCDIR", "BUILDDIR", "PKG", "VERSION", "PREV"}  # the build's
 )
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
@@ -67,10 +56,18 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {
     "name", "description", "version", "versions", "depends", "build_system",
     "configure_args", "make_args", "install_args", "env", "patches", "patch_strip",
-    "script", "platform",
+    "script", "platform", "platforms", "chain", "running_machine",
 }  # fmt: skip
-_OVERRIDE_KEYS = {"version", "configure_args", "make_args", "install_args", "env", "depends"}
-_VERSION_KEYS = {"sources", "note", "substitute_for"}
+_OVERRIDE_KEYS = {
+    "version",
+    "configure_args",
+    "make_args",
+    "install_args",
+    "env",
+    "depends",
+    "chain",
+}
+_VERSION_KEYS = {"sources", "note", "substitute_for", "unconfirmed", "env"}
 _SOURCE_KEYS = {
     "file",
     "sha256",
@@ -129,6 +126,8 @@ class Version:
     sources: tuple[Source, ...]
     note: str = ""
     substitute_for: str | None = None  # this version stands in for another (e.g. a +dfsg repack)
+    unconfirmed: str | None = None  # why its sha256 cannot be confirmed: never built
+    env: dict[str, str] = field(default_factory=dict)  # per-version environment
 
 
 @dataclass
@@ -150,6 +149,9 @@ class Recipe:
     script: dict[str, str] = field(default_factory=dict)
     platform: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    platforms: tuple[str, ...] = PLATFORMS  # where the package exists at all
+    chain: list[str] = field(default_factory=list)  # a bootstrap chain of versions
+    running_machine: str | None = None  # a checkpoint: done while `uname -m` says this
 
     @property
     def files_dir(self) -> Path:
@@ -159,23 +161,66 @@ class Recipe:
     def patch_paths(self) -> list[Path]:
         return [self.files_dir / p for p in self.patches]
 
-    def for_platform(self, platform: str, version: str | None = None) -> Build:
-        """The effective build on ``platform``; ``version`` (from the config) wins over all."""
+    def chain_on(self, platform: str) -> list[str]:
+        return list(self.platform.get(platform, {}).get("chain", self.chain))
+
+    def link_name(self, version: str) -> str:
+        """The package name of one link of a chain: ``go`` + ``1.17`` -> ``go1.17``."""
+        return f"{self.name}{version}"
+
+    def package_names(self, platform: str) -> list[str]:
+        """The packages this recipe makes on ``platform`` (one, or one per chain link)."""
+        if platform not in self.platforms:
+            return []
+        chain = self.chain_on(platform)
+        return [self.link_name(v) for v in chain] if chain else [self.name]
+
+    def builds(self, platform: str, version: str | None = None) -> list[Build]:
+        """The effective builds on ``platform``: one, or one per link of the chain, each
+        link depending on the one before (``${PREV}`` names it). ``version`` (from the
+        config) wins over the recipe's defaults; an unconfirmed version is refused."""
+        if platform not in self.platforms:
+            return []
         over = self.platform.get(platform, {})
-        ver = version or over.get("version", self.version)
-        if ver not in self.versions:
-            known = ", ".join(sorted(self.versions))
-            raise RecipeError(self.path, "version", f"unknown version {ver!r} (known: {known})")
-        return Build(
-            recipe=self,
-            platform=platform,
-            version=self.versions[ver],
-            depends=list(over.get("depends", self.depends)),
-            configure_args=list(over.get("configure_args", self.configure_args)),
-            make_args=list(over.get("make_args", self.make_args)),
-            install_args=list(over.get("install_args", self.install_args)),
-            env={**self.env, **over.get("env", {})},
-        )
+        chain = self.chain_on(platform)
+        if chain and version:
+            raise RecipeError(
+                self.path, "chain", f"a chain cannot be pinned to one version ({version!r})"
+            )
+        out: list[Build] = []
+        for ver in chain or [version or over.get("version", self.version)]:
+            if ver not in self.versions:
+                known = ", ".join(sorted(self.versions))
+                raise RecipeError(self.path, "version", f"unknown version {ver!r} (known: {known})")
+            v = self.versions[ver]
+            if v.unconfirmed:
+                raise RecipeError(
+                    self.path,
+                    f"versions.{ver}",
+                    f"unconfirmed ({v.unconfirmed}): no verified sha256, so it is never built; "
+                    "choose a confirmed version",
+                )
+            prev = out[-1].name if out else None
+            depends = list(over.get("depends", self.depends)) if prev is None else [prev]
+            out.append(
+                Build(
+                    recipe=self,
+                    name=self.link_name(ver) if chain else self.name,
+                    platform=platform,
+                    version=v,
+                    depends=depends,
+                    configure_args=list(over.get("configure_args", self.configure_args)),
+                    make_args=list(over.get("make_args", self.make_args)),
+                    install_args=list(over.get("install_args", self.install_args)),
+                    env={**self.env, **v.env, **over.get("env", {})},
+                    prev=prev,
+                )
+            )
+        return out
+
+    def for_platform(self, platform: str, version: str | None = None) -> Build:
+        """The build of a recipe that is not a chain (the last link of one that is)."""
+        return self.builds(platform, version)[-1]
 
 
 @dataclass
@@ -183,6 +228,7 @@ class Build:
     """A recipe resolved for one platform and one version: what a package task builds."""
 
     recipe: Recipe
+    name: str
     platform: str
     version: Version
     depends: list[str]
@@ -190,10 +236,7 @@ class Build:
     make_args: list[str]
     install_args: list[str]
     env: dict[str, str]
-
-    @property
-    def name(self) -> str:
-        return self.recipe.name
+    prev: str | None = None  # the previous link of a chain
 
     def signature(self) -> dict[str, Any]:
         """Everything that changes what gets built, normalised (no URLs, notes or docs):
@@ -213,6 +256,7 @@ class Build:
             "patches": r.patches,
             "patch_strip": r.patch_strip,
             "script": dict(sorted(r.script.items())),
+            "prev": self.prev,
         }
 
 
@@ -288,14 +332,14 @@ class _Checker:
                 fld, f"unknown variable ${{{name}}} (known: {known}; write $$ for a literal $)"
             )
 
-    def source(self, raw: Any, where: str) -> Source | None:
+    def source(self, raw: Any, where: str, pinned: bool = True) -> Source | None:
         if not isinstance(raw, dict):
             self.err(where, "expected a table")
             return None
         self.keys(raw, _SOURCE_KEYS, where + ".")
         urls = self.str_list(raw, "urls", where + ".", check_vars=False)
         sha = self.typed(raw, "sha256", str, where + ".", None)
-        if sha is None and "sha256" not in raw:
+        if sha is None and "sha256" not in raw and pinned:
             self.err(where + ".sha256", "missing: every source must be pinned by sha256")
         elif sha is not None and not _SHA256.match(sha):
             self.err(where + ".sha256", f"expected 64 lowercase hex digits, got {sha!r}")
@@ -328,7 +372,9 @@ class _Checker:
             )
         unpack = self.typed(raw, "unpack", bool, where + ".", True)
         strip = self.typed(raw, "strip_components", int, where + ".", 1)
-        if sha is None or not name or not _SHA256.match(sha):
+        if sha is None and not pinned and name:
+            sha = ""  # an unconfirmed version: listed, never fetched or built
+        elif sha is None or not name or not _SHA256.match(sha):
             return None
         return Source(name, sha, tuple(urls), debian, unpack, strip, git, ref, prefix)
 
@@ -350,9 +396,13 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
     elif name in RESERVED:
         c.err("name", f"{name!r} is reserved for a doit command or group task")
 
+    build_system = c.typed(data, "build_system", str, "", "autotools")
+    sourceless = build_system == "script"  # a script may build from recipes/<name>/ alone
     versions: dict[str, Version] = {}
     raw_versions = c.typed(data, "versions", dict, "", {})
-    if not raw_versions:
+    if not raw_versions and sourceless:
+        raw_versions = {"0": {"sources": []}}
+    elif not raw_versions:
         c.err("versions", "missing: at least one version with its sources")
     for ver, raw in raw_versions.items():
         where = f"versions.{ver}"
@@ -360,23 +410,35 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
             c.err(where, "expected a table")
             continue
         c.keys(raw, _VERSION_KEYS, where + ".")
+        unconfirmed = c.typed(raw, "unconfirmed", str, where + ".", None)
         raw_sources = c.typed(raw, "sources", list, where + ".", [])
-        if not raw_sources:
+        if not raw_sources and not sourceless:
             c.err(where + ".sources", "missing: a version needs at least one source")
-        sources = [c.source(s, f"{where}.sources[{i}]") for i, s in enumerate(raw_sources)]
+        sources = [
+            c.source(s, f"{where}.sources[{i}]", pinned=unconfirmed is None)
+            for i, s in enumerate(raw_sources)
+        ]
         versions[ver] = Version(
             ver,
             tuple(s for s in sources if s),
             c.typed(raw, "note", str, where + ".", ""),
             c.typed(raw, "substitute_for", str, where + ".", None),
+            unconfirmed,
+            c.str_table(raw, "env", where + "."),
         )
-    version = c.typed(data, "version", str, "", None)
+    implicit = "0" if "versions" not in data and sourceless else None
+    version = c.typed(data, "version", str, "", implicit)
+    chain = c.str_list(data, "chain", "", check_vars=False)
+    for i, v in enumerate(chain):
+        if v not in versions:
+            c.err(f"chain[{i}]", f"{v!r} is not one of the versions: {', '.join(versions)}")
+    if version is None and chain:
+        version = chain[-1]
     if version is None:
         c.err("version", "missing: name the default version")
     elif versions and version not in versions:
         c.err("version", f"{version!r} is not one of the versions: {', '.join(versions)}")
 
-    build_system = c.typed(data, "build_system", str, "", "autotools")
     if build_system not in BUILD_SYSTEMS:
         c.err("build_system", f"{build_system!r} is not one of {', '.join(BUILD_SYSTEMS)}")
     script = c.typed(data, "script", dict, "", {})
@@ -409,9 +471,21 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
                 c.err(
                     where + ".version", f"{v!r} is not one of the versions: {', '.join(versions)}"
                 )
-            for key in ("configure_args", "make_args", "install_args", "depends"):
-                c.str_list(over, key, where + ".", check_vars=key != "depends")
+            for key in ("configure_args", "make_args", "install_args", "depends", "chain"):
+                c.str_list(over, key, where + ".", check_vars=key not in ("depends", "chain"))
+            for i, v in enumerate(over.get("chain", [])):
+                if v not in versions:
+                    c.err(f"{where}.chain[{i}]", f"{v!r} is not one of the versions")
             c.str_table(over, "env", where + ".")
+    platforms = c.str_list(data, "platforms", "", check_vars=False) or list(PLATFORMS)
+    for i, plat in enumerate(platforms):
+        if plat not in PLATFORMS:
+            c.err(
+                f"platforms[{i}]", f"unknown platform {plat!r} (platforms: {', '.join(PLATFORMS)})"
+            )
+    running_machine = c.typed(data, "running_machine", str, "", None)
+    if running_machine is not None and build_system != "script":
+        c.err("running_machine", "a checkpoint is a `script` step")
 
     recipe = Recipe(
         name=name,
@@ -429,6 +503,9 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
         script={k: v for k, v in script.items() if isinstance(v, str)},
         platform={k: v for k, v in overrides.items() if isinstance(v, dict)},
         description=c.typed(data, "description", str, "", ""),
+        platforms=tuple(platforms),
+        chain=chain,
+        running_machine=running_machine,
     )
     return (None if c.errors else recipe), c.errors
 
@@ -454,12 +531,18 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
             )
             continue
         recipes[recipe.name] = recipe
+    # a dependency names a recipe or one link of a chain (`go1.20`); a recipe that makes a
+    # chain stands for its last link
+    known = set(recipes)
+    for recipe in recipes.values():
+        for plat in PLATFORMS:
+            known.update(recipe.link_name(v) for v in recipe.chain_on(plat))
     for recipe in recipes.values():
         deps = set(recipe.depends)
         for over in recipe.platform.values():
             deps |= set(over.get("depends", []))
-        for dep in sorted(deps - set(recipes)):
-            hint = difflib.get_close_matches(dep, list(recipes), 1)
+        for dep in sorted(deps - known):
+            hint = difflib.get_close_matches(dep, sorted(known), 1)
             errors.append(
                 RecipeError(
                     recipe.path,
@@ -468,8 +551,15 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
                 )
             )
     if not errors:
+        owner = {
+            r.link_name(v): n for n, r in recipes.items() for p in PLATFORMS for v in r.chain_on(p)
+        }
         for plat in PLATFORMS:
-            cycle = find_cycle({n: r.for_platform(plat).depends for n, r in recipes.items()})
+            edges = {
+                n: [owner.get(d, d) for d in (r.platform.get(plat, {}).get("depends", r.depends))]
+                for n, r in recipes.items()
+            }
+            cycle = find_cycle(edges)
             if cycle:
                 chain = " -> ".join(cycle)
                 files = ", ".join(str(recipes[n].path) for n in cycle[:-1])
