@@ -15,6 +15,7 @@ build=1
 declare -A need=(
   [gcc]=gcc [g++]=g++ [make]=make [patch]=patch [pkg-config]=pkg-config [xz]=xz-utils
   [bzip2]=bzip2 [zstd]=zstd [gzip]=gzip [tar]=tar [ldd]=libc-bin [curl]=curl [mount]=mount
+  [git]=git [dot]=graphviz
 )
 missing=()
 for tool in "${!need[@]}"; do

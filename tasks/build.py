@@ -102,6 +102,10 @@ class BuildAction(BaseAction):
     def execute(
         self, out: IO[str] | None = None, err: IO[str] | None = None
     ) -> TaskFailed | TaskError | None:
+        if self.build.version.unconfirmed:  # the run's preflight stops this earlier
+            return TaskError(
+                f"{self.build.name}: unconfirmed, never built: {self.build.version.unconfirmed}"
+            )
         lock.acquire(self.paths.state)
         build_dir, stage, log_path = self._dirs()
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 
 def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
@@ -28,8 +29,9 @@ def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
-def topo_order(edges: Mapping[str, Iterable[str]]) -> list[str]:
-    """Every node after its dependencies; ties broken by name so the order never varies."""
+def topo_order(edges: Mapping[str, Iterable[str]], key: Callable[[str], Any] = str) -> list[str]:
+    """Every node after its dependencies; among nodes free to go, the smallest ``key`` first
+    (e.g. the procedure's step number, then the name), so the order never varies."""
     order: list[str] = []
     done: set[str] = set()
 
@@ -37,10 +39,25 @@ def topo_order(edges: Mapping[str, Iterable[str]]) -> list[str]:
         if node in done:
             return
         done.add(node)
-        for dep in sorted(edges.get(node, ())):
+        for dep in sorted(edges.get(node, ()), key=key):
             visit(dep)
         order.append(node)
 
-    for node in sorted(edges):
+    for node in sorted(edges, key=key):
         visit(node)
     return order
+
+
+def to_dot(edges: Mapping[str, Iterable[str]], labels: Mapping[str, str], title: str) -> str:
+    """The dependency graph in Graphviz's dot language, arrows from a package to what it
+    needs; stable output (sorted) so the picture only changes when the graph does."""
+
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"digraph {q(title)} {{", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
+    for node in sorted(edges):
+        lines.append(f"  {q(node)} [label={q(labels.get(node, node))}];")
+    for node in sorted(edges):
+        lines += [f"  {q(node)} -> {q(dep)};" for dep in sorted(edges[node])]
+    return "\n".join(lines) + "\n}\n"

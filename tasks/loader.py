@@ -16,7 +16,9 @@ the cascade there (early cutoff). file_dep sets iterate sorted, so ``doit list -
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,8 @@ from doit.tools import config_changed
 from tasks import checker
 from tasks.build import BuildAction, clean_package, stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
-from tasks.graph import topo_order
+from tasks.fsutil import atomic_write
+from tasks.graph import to_dot, topo_order
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
 from tasks.platform import Platform, detect
 from tasks.recipe import Build, Recipe, RecipeError, RecipeErrors, load_recipes
@@ -139,7 +142,7 @@ class Project:
         if errors:
             raise RecipeErrors(errors)
         self.builds = self._resolve()
-        self.order = topo_order({n: b.depends for n, b in self.builds.items()})
+        self.order = topo_order({n: b.depends for n, b in self.builds.items()}, key=self._step_key)
         offline = (
             self.config.offline
             if self.config.offline is not None
@@ -148,6 +151,11 @@ class Project:
         self.mirror = MirrorSettings.make(
             self.config.mirrors, self.config.debian_archive, offline, project
         )
+
+    def _step_key(self, name: str) -> tuple[int, int, str]:
+        """Order of the procedure: host steps (H), guest steps (V), toolkit steps (A)."""
+        m = re.match(r"([HVA])(\d+)", self.builds[name].recipe.step)
+        return ("HVA".index(m.group(1)) + 1, int(m.group(2)), name) if m else (0, 0, name)
 
     def _resolve(self) -> dict[str, Build]:
         """The packages of this platform: a recipe may make none (``platforms``), one, or a
@@ -170,29 +178,44 @@ class Project:
         yield from self._fetch_tasks()
         for name in self.order:
             yield self._package_task(self.builds[name])
+        yield self._graph_task()
         # fetch every source before building anything: a missing file stops the run early
         yield _task(
             name="all", actions=None, task_dep=["mirror", *self.order], doc="build every package"
         )
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
-        """Checked before a run starts: offline, every source of the run must be at hand."""
-        if not self.mirror.offline:
-            return None
-        missing = missing_sources(tasks, names, self.mirror)
-        if not missing:
-            return None
-        return (
-            f"offline, and {len(missing)} source(s) of this run are not in the mirror; "
-            "nothing was built:\n" + "\n".join(missing) + "\nFetch them where there is network "
-            "(doit mirror) and copy mirror/ here, or name a local mirror in azl-bootstrap.toml."
-        )
+        """Checked before a run starts, so it stops before building anything: no package of
+        the run may be unconfirmed, and offline every source must be at hand."""
+        problems = []
+        unconfirmed = [
+            f"{n} {self.builds[n].version.version}: {tasks[n].meta['unconfirmed']}"
+            for n in sorted(names)
+            if (tasks[n].meta or {}).get("unconfirmed")
+        ]
+        if unconfirmed:
+            problems.append(
+                f"{len(unconfirmed)} package(s) of this run have no confirmed sha256 and are "
+                "never built:\n  " + "\n  ".join(unconfirmed) + "\nPin a verified sha256 in "
+                "the recipe, or choose a confirmed version."
+            )
+        missing = missing_sources(tasks, names, self.mirror) if self.mirror.offline else []
+        if missing:
+            problems.append(
+                f"offline, and {len(missing)} source(s) of this run are not in the mirror:\n"
+                + "\n".join(missing)
+                + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
+                "or name a local mirror in azl-bootstrap.toml."
+            )
+        return "\n".join(problems) + "\nNothing was built." if problems else None
 
     def _fetch_tasks(self) -> Iterator[Task]:
         owners: dict[str, tuple[str, str]] = {}  # file -> (sha256, package)
         names = []
         errors = []
         for name in self.order:
+            if self.builds[name].version.unconfirmed:
+                continue  # nothing to verify it against: never fetched
             for src in self.builds[name].version.sources:
                 if src.file in owners:
                     sha, other = owners[src.file]
@@ -241,7 +264,8 @@ class Project:
             return self._checkpoint_task(build)
         file_dep = [str(recipe.path)]
         file_dep += [str(p) for p in recipe.patch_paths()]
-        file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
+        if not build.version.unconfirmed:
+            file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
         # a package's output is its manifest; a checkpoint has none and only orders
         checkpoints = [d for d in build.depends if self.builds[d].recipe.running_machine]
         file_dep += [str(paths.manifest(d)) for d in build.depends if d not in checkpoints]
@@ -262,6 +286,23 @@ class Project:
             clean=[(clean_package, [paths, build.name])],
             task_dep=checkpoints,
             doc=doc,
+            meta={"unconfirmed": build.version.unconfirmed} if build.version.unconfirmed else None,
+        )
+
+    def _graph_task(self) -> Task:
+        """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
+        edges = {n: b.depends for n, b in self.builds.items()}
+        labels = {
+            n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in self.builds.items()
+        }
+        dot = to_dot(edges, labels, f"azl-bootstrap ({self.platform.name})")
+        dot_file, png = self.paths.cache / "graph.dot", self.paths.cache / "graph.png"
+        return _task(
+            name="graph",
+            actions=[(write_graph, [dot_file, png, dot])],
+            targets=[str(dot_file), str(png)],
+            uptodate=[config_changed(dot)],
+            doc="draw the dependency graph: cache/graph.dot and cache/graph.png (Graphviz)",
         )
 
     def _checkpoint_task(self, build: Build) -> Task:
@@ -278,6 +319,24 @@ class Project:
             task_dep=list(build.depends),
             doc=f"{build.recipe.description}  [done while the machine is {machine}]".strip(),
         )
+
+
+def write_graph(dot_file: Path, png: Path, dot: str) -> None:
+    dot_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dot_file, dot.encode())
+    tmp = png.with_name(png.name + ".part")
+    try:
+        subprocess.run(
+            ["dot", "-Tpng", "-o", str(tmp), str(dot_file)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        raise RuntimeError("Graphviz's `dot` is not installed (apt-get install graphviz)") from None
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"dot failed: {e.stderr.strip()}") from None
+    os.replace(tmp, png)
 
 
 def _stop(signum: int, frame: Any) -> None:

@@ -42,7 +42,7 @@ PLATFORMS = ("sandbox", "guest")
 # Names doit reserves for its commands, and our own group tasks.
 RESERVED = {
     "list", "clean", "info", "run", "forget", "ignore", "strace", "dumpdb", "help",
-    "tabcompletion", "reset-dep", "all", "mirror",
+    "tabcompletion", "reset-dep", "all", "mirror", "graph", "go-tools", "toolchain", "iso",
 }  # fmt: skip
 # Variables a recipe value may use as ${NAME}: the platform's and the build's own.
 VARIABLES = frozenset(
@@ -56,7 +56,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {
     "name", "description", "version", "versions", "depends", "build_system",
     "configure_args", "make_args", "install_args", "env", "patches", "patch_strip",
-    "script", "platform", "platforms", "chain", "running_machine",
+    "script", "platform", "platforms", "chain", "running_machine", "step",
 }  # fmt: skip
 _OVERRIDE_KEYS = {
     "version",
@@ -152,6 +152,7 @@ class Recipe:
     platforms: tuple[str, ...] = PLATFORMS  # where the package exists at all
     chain: list[str] = field(default_factory=list)  # a bootstrap chain of versions
     running_machine: str | None = None  # a checkpoint: done while `uname -m` says this
+    step: str = ""  # the step of reference/procedure.md it implements, e.g. "V26"
 
     @property
     def files_dir(self) -> Path:
@@ -178,7 +179,8 @@ class Recipe:
     def builds(self, platform: str, version: str | None = None) -> list[Build]:
         """The effective builds on ``platform``: one, or one per link of the chain, each
         link depending on the one before (``${PREV}`` names it). ``version`` (from the
-        config) wins over the recipe's defaults; an unconfirmed version is refused."""
+        config) wins over the recipe's defaults and must be confirmed; an unconfirmed default
+        stays in the plan, and a run that needs it stops before building anything."""
         if platform not in self.platforms:
             return []
         over = self.platform.get(platform, {})
@@ -193,7 +195,7 @@ class Recipe:
                 known = ", ".join(sorted(self.versions))
                 raise RecipeError(self.path, "version", f"unknown version {ver!r} (known: {known})")
             v = self.versions[ver]
-            if v.unconfirmed:
+            if v.unconfirmed and version:  # asked for by the config: refuse at once
                 raise RecipeError(
                     self.path,
                     f"versions.{ver}",
@@ -506,6 +508,7 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
         platforms=tuple(platforms),
         chain=chain,
         running_machine=running_machine,
+        step=c.typed(data, "step", str, "", ""),
     )
     return (None if c.errors else recipe), c.errors
 
