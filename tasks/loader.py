@@ -189,7 +189,7 @@ class Project:
         the run may be unconfirmed, and offline every source must be at hand."""
         problems = []
         unconfirmed = [
-            f"{n} {self.builds[n].version.version}: {tasks[n].meta['unconfirmed']}"
+            f"{n}: {tasks[n].meta['unconfirmed']}"
             for n in sorted(names)
             if (tasks[n].meta or {}).get("unconfirmed")
         ]
@@ -286,7 +286,11 @@ class Project:
             clean=[(clean_package, [paths, build.name])],
             task_dep=checkpoints,
             doc=doc,
-            meta={"unconfirmed": build.version.unconfirmed} if build.version.unconfirmed else None,
+            meta=(
+                {"unconfirmed": f"{build.version.version}: {build.version.unconfirmed}"}
+                if build.version.unconfirmed
+                else None
+            ),
         )
 
     def _graph_task(self) -> Task:
