@@ -13,6 +13,10 @@ Every key is optional::
     keep_build = false            # keep build trees of successful builds
     offline = true                # never use the network (default: on in the guest); only
                                   # mirror/ and file:// mirrors are used
+    azurelinux_tree = "/root/azurelinux"   # the Azure Linux tree of the toolkit stages;
+                                  # default: recipes/azurelinux/stages.toml, per platform
+    azurelinux_stages = true      # the toolkit stages (go-tools, toolchain, iso) exist on
+                                  # every platform; false: on none; default: the guest only
     [versions]
     grep = "3.11"                 # pick a version other than the recipe's default
 """
@@ -39,6 +43,8 @@ _TYPES: dict[str, type] = {
     "keep_build": bool,
     "offline": bool,
     "versions": dict,
+    "azurelinux_tree": str,
+    "azurelinux_stages": bool,
 }
 
 
@@ -55,6 +61,8 @@ class Config:
     keep_build: bool = False
     offline: bool | None = None  # None: on in the guest, off elsewhere
     versions: dict[str, str] = field(default_factory=dict)
+    azurelinux_tree: str | None = None  # None: the platform's default in stages.toml
+    azurelinux_stages: bool | None = None  # None: the toolkit stages exist in the guest only
 
 
 def load_config(project: Path) -> Config:

@@ -35,7 +35,7 @@ from tasks.fsutil import atomic_write
 from tasks.graph import to_dot, topo_order
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
 from tasks.platform import Platform, detect
-from tasks.recipe import Build, Recipe, RecipeError, RecipeErrors, load_recipes
+from tasks.recipe import Build, Recipe, RecipeError, RecipeErrors, Source, load_recipes
 from tasks.report import make_reporter
 
 # Bump when the meaning of a build changes (templates, environment): every package reruns.
@@ -148,6 +148,7 @@ class Project:
             if self.config.offline is not None
             else self.platform.name == "guest"
         )
+        self.sources = self._sources()
         self.mirror = MirrorSettings.make(
             self.config.mirrors, self.config.debian_archive, offline, project
         )
@@ -209,40 +210,45 @@ class Project:
             )
         return "\n".join(problems) + "\nNothing was built." if problems else None
 
-    def _fetch_tasks(self) -> Iterator[Task]:
-        owners: dict[str, tuple[str, str]] = {}  # file -> (sha256, package)
-        names = []
+    def _sources(self) -> dict[str, tuple[Source, str]]:
+        """Every mirror file of the plan: file -> (source, first package needing it). Two
+        packages may share a file only with the same sha256 (``RecipeErrors`` otherwise)."""
+        owners: dict[str, tuple[Source, str]] = {}
         errors = []
         for name in self.order:
             if self.builds[name].version.unconfirmed:
                 continue  # nothing to verify it against: never fetched
             for src in self.builds[name].version.sources:
-                if src.file in owners:
-                    sha, other = owners[src.file]
-                    if sha != src.sha256:
-                        errors.append(
-                            RecipeError(
-                                self.recipes[name].path,
-                                "sources",
-                                f"{src.file} has sha256 {src.sha256} here but {sha} in "
-                                f"{self.recipes[other].path}: one mirror file cannot be both",
-                            )
+                if src.file not in owners:
+                    owners[src.file] = (src, name)
+                elif owners[src.file][0].sha256 != src.sha256:
+                    first, other = owners[src.file]
+                    errors.append(
+                        RecipeError(
+                            self.builds[name].recipe.path,
+                            "sources",
+                            f"{src.file} has sha256 {src.sha256} here but {first.sha256} in "
+                            f"{self.builds[other].recipe.path}: one mirror file cannot be both",
                         )
-                    continue
-                owners[src.file] = (src.sha256, name)
-                names.append(f"mirror:{src.file}")
-                yield _task(
-                    name=f"mirror:{src.file}",
-                    subtask_of="mirror",
-                    actions=[(fetch_source, [src, self.paths, self.mirror])],
-                    targets=[str(self.paths.mirror / src.file)],
-                    uptodate=[Verified(self.paths.mirror / src.file, src.sha256)],
-                    doc=f"fetch and verify {src.file}",
-                    meta={"source": src, "package": name},
-                )
+                    )
         if errors:
             raise RecipeErrors(errors)
-        sums = {f: sha for f, (sha, _) in owners.items()}
+        return owners
+
+    def _fetch_tasks(self) -> Iterator[Task]:
+        names = []
+        for src, name in self.sources.values():
+            names.append(f"mirror:{src.file}")
+            yield _task(
+                name=f"mirror:{src.file}",
+                subtask_of="mirror",
+                actions=[(fetch_source, [src, self.paths, self.mirror])],
+                targets=[str(self.paths.mirror / src.file)],
+                uptodate=[Verified(self.paths.mirror / src.file, src.sha256)],
+                doc=f"fetch and verify {src.file}",
+                meta={"source": src, "package": name},
+            )
+        sums = {f: src.sha256 for f, (src, _) in self.sources.items()}
         sums_file = self.paths.mirror / SUMS
         yield _task(
             name=f"mirror:{SUMS}",

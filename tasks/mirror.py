@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from doit.exceptions import TaskFailed
+
 from tasks import lock
 from tasks.config import Paths
 from tasks.download import FetchError, debian_archive_uri, fetch, sha256_file
@@ -65,27 +67,38 @@ def _stat_key(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def fetch_source(source: Source, paths: Paths, settings: MirrorSettings) -> dict[str, Any]:
+def fetch_source(
+    source: Source, paths: Paths, settings: MirrorSettings
+) -> dict[str, Any] | TaskFailed:
     """Action of ``mirror:<file>``: keep a verified copy, or fetch one. Returns (as the task's
     saved values) the stat key that marks the file verified and where it came from."""
     lock.acquire(paths.state)
     dest = paths.mirror / source.file
     if dest.exists():
         if sha256_file(dest) == source.sha256:
-            return {"verified": _stat_key(dest), "origin": "mirror/", "bytes": 0}
+            return {
+                "verified": _stat_key(dest),
+                "sha256": source.sha256,
+                "origin": "mirror/",
+                "bytes": 0,
+            }
         os.replace(dest, dest.with_name(dest.name + ".bad"))  # kept for inspection, never used
     paths.mirror.mkdir(parents=True, exist_ok=True)
     debian = None if settings.offline or settings.debian_archive else debian_archive_uri()
     urls = settings.urls(source, debian=debian)
     try:
-        if not urls:
-            raise FetchError(f"{source.file}: no local mirror has it")
-        origin = fetch(urls, dest, source.sha256)
-    except FetchError as e:
-        if not source.git or settings.offline:
-            raise FetchError(_offline_note(str(e), source, settings)) from None
-        origin = git_snapshot(source, paths, dest)
-    return {"verified": _stat_key(dest), "origin": origin, "bytes": dest.stat().st_size}
+        try:
+            if not urls:
+                raise FetchError(f"{source.file}: no local mirror has it")
+            origin = fetch(urls, dest, source.sha256)
+        except FetchError as e:
+            if not source.git or settings.offline:
+                raise FetchError(_offline_note(str(e), source, settings)) from None
+            origin = git_snapshot(source, paths, dest)
+    except FetchError as e:  # an expected failure: the message says it all, no traceback
+        return TaskFailed(str(e))
+    size = dest.stat().st_size
+    return {"verified": _stat_key(dest), "sha256": source.sha256, "origin": origin, "bytes": size}
 
 
 def _offline_note(message: str, source: Source, settings: MirrorSettings) -> str:
@@ -158,14 +171,17 @@ def local_path(file_url: str) -> Path:
 
 
 class Verified:
-    """uptodate: the mirror file is the one verified last time (stat only, no hashing)."""
+    """uptodate: the mirror file is the one verified last time, against this sha256 (stat
+    only, no hashing; a recipe that pins a new sha256 for the same name re-verifies)."""
 
     def __init__(self, path: Path, sha256: str):
         self.path, self.sha256 = path, sha256
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         try:
-            return values.get("verified") == _stat_key(self.path)
+            return values.get("sha256") == self.sha256 and values.get("verified") == _stat_key(
+                self.path
+            )
         except OSError:
             return False
 
