@@ -8,10 +8,12 @@ import io
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import textwrap
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,3 +139,21 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def archive() -> str:
+    """Base URI of Debian's archive from the apt sources. Skips only when there is none or
+    its host cannot be connected to at all; a 404 of a pinned file must fail its test."""
+    from tasks.download import debian_archive_uri
+
+    uri = debian_archive_uri()
+    if uri is None:
+        pytest.skip("no Debian archive in this machine's apt sources")
+    parts = urllib.parse.urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=10).close()
+    except OSError as e:
+        pytest.skip(f"Debian's archive cannot be connected to: {e}")
+    return uri

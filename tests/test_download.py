@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.parse
 from pathlib import Path
 
 import pytest
-import requests
 
 from tasks.download import FetchError, debian_archive_uri, fetch, make_session, sha256_file
 from tests.httpserver import serve
@@ -210,19 +208,6 @@ REAL = {
         "9fbf5e28ef86c69858f6d3d34eccc32e911c1a28b4120ff3e84aaa70cfbf1e30"
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def archive() -> str:
-    base = debian_archive_uri()
-    if base is None:
-        pytest.skip("no Debian archive in this machine's apt sources")
-    try:
-        requests.head(base + "/", timeout=(10, 20), allow_redirects=True).close()
-    except (requests.ConnectionError, requests.Timeout) as e:
-        host = urllib.parse.urlsplit(base).hostname
-        pytest.skip(f"Debian archive {host} cannot be reached: {type(e).__name__}: {e}")
-    return base
 
 
 @pytest.mark.network

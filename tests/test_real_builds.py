@@ -12,24 +12,10 @@ import shutil
 import subprocess
 
 import pytest
-import requests
 
-from tasks.download import debian_archive_uri
 from tests.conftest import REPO, Project
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def archive() -> str:
-    uri = debian_archive_uri()
-    if uri is None:
-        pytest.skip("no Debian archive in the apt sources")
-    try:
-        requests.head(uri + "/", timeout=10)
-    except requests.RequestException as e:
-        pytest.skip(f"Debian's archive cannot be reached: {e}")
-    return uri
 
 
 def real_project(tmp_path, *names: str) -> Project:
