@@ -47,15 +47,25 @@ def use_cache(path: str | os.PathLike) -> None:
 
 
 def save_cache() -> None:
-    """Write the digests of files that still exist (atomically)."""
+    """Write the digests of files as they are now (atomically): one entry per existing file,
+    so the cache does not grow with every touch."""
     global _dirty
     if not (_cache_path and _dirty):
         return
     with _lock:
-        live = {k: v for k, v in _memo.items() if os.path.exists(k.split("\0", 1)[0])}
+        live = {k: v for k, v in _memo.items() if _current(k)}
         _dirty = False
     os.makedirs(os.path.dirname(_cache_path), exist_ok=True)
     atomic_write(_cache_path, json.dumps(live, sort_keys=True).encode(), fsync=False)
+
+
+def _current(key: str) -> bool:
+    """Whether ``key`` is the stat key of its file as it is now."""
+    path = key.split("\0", 1)[0]
+    try:
+        return _key(path, os.stat(path)) == key
+    except OSError:
+        return False
 
 
 def _key(path: str, st: os.stat_result) -> str:

@@ -229,6 +229,23 @@ def test_save_cache_drops_deleted_files(dep: Path, tmp_path: Path) -> None:
     assert key.startswith(f"{dep}\0")
 
 
+def test_save_cache_keeps_one_entry_per_file_however_often_it_was_touched(
+    dep: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "digests.json"
+    checker.use_cache(cache)
+    for _ in range(3):
+        old = os.stat(dep).st_ctime_ns
+        touch(dep)
+        wait_for_new_ctime(dep, old)
+        state_of(dep)
+    assert len(checker._memo) >= 3  # every stat key seen in this run
+    checker.save_cache()
+    (key,) = json.loads(cache.read_text())
+    st = os.stat(dep)
+    assert key == f"{dep}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_size}\0{st.st_ino}"
+
+
 def test_damaged_cache_costs_only_rehashing(dep: Path, tmp_path: Path) -> None:
     cache = tmp_path / "digests.json"
     cache.write_text('{"truncated": ')
