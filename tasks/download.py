@@ -9,9 +9,11 @@ complete and verified. The Debian archive is located through the machine's apt s
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import shutil
 import sys
 import time
 import urllib.parse
@@ -165,14 +167,36 @@ def _hash_prefix(path: str | os.PathLike) -> tuple[_Hash, int]:
 
 
 def _write(src: Iterable[bytes], part: str, mode: str, h: _Hash, bar: tqdm) -> None:
-    """Append the chunks of ``src`` to ``part``, hashing them; fsync at the end."""
-    with open(part, mode) as f:
-        for chunk in src:
-            f.write(chunk)
-            h.update(chunk)
-            bar.update(len(chunk))
-        f.flush()
-        os.fsync(f.fileno())
+    """Append the chunks of ``src`` to ``part``, hashing them; fsync at the end. A full disk
+    is a ``FetchError`` (no other URL would help); the ``.part`` stays for a later resume."""
+    try:
+        with open(part, mode) as f:
+            for chunk in src:
+                f.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise FetchError(
+            f"{os.path.basename(part)[: -len('.part')]}: no space left on the device of "
+            f"{os.path.dirname(os.path.abspath(part))} ({os.path.getsize(part)} bytes written to "
+            f"{os.path.basename(part)}, kept to resume once there is room)"
+        ) from None
+
+
+def _check_room(part: str, need: int | None) -> None:
+    """Refuse before streaming a file that cannot fit."""
+    if need is None:
+        return
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(part))).free
+    if need > free:
+        raise FetchError(
+            f"{os.path.basename(part)[: -len('.part')]}: needs {need} more bytes but only "
+            f"{free} are free in {os.path.dirname(os.path.abspath(part))}"
+        )
 
 
 def _copy_local(url: str, part: str, bar: tqdm) -> str:
@@ -182,7 +206,9 @@ def _copy_local(url: str, part: str, bar: tqdm) -> str:
     except OSError as e:
         raise _UrlFailed(f"{e.strerror or e}") from e
     with src:
-        bar.reset(total=os.fstat(src.fileno()).st_size)
+        size = os.fstat(src.fileno()).st_size
+        _check_room(part, size)
+        bar.reset(total=size)
         h = hashlib.sha256()
         _write(iter(lambda: src.read(CHUNK), b""), part, "wb", h, bar)
     return h.hexdigest()
@@ -227,6 +253,7 @@ def _download(
                 total = int(length) if length.isdigit() else None
             else:
                 raise _UrlFailed(f"HTTP {r.status_code} {r.reason}".rstrip())
+            _check_room(part, None if total is None else total - have)
             bar.reset(total=total)
             bar.update(have)
             try:

@@ -97,6 +97,8 @@ def fetch_source(
             origin = git_snapshot(source, paths, dest)
     except FetchError as e:  # an expected failure: the message says it all, no traceback
         return TaskFailed(str(e))
+    except OSError as e:  # the mirror directory itself: permissions, a read-only disk
+        return TaskFailed(f"{source.file}: {e}")
     size = dest.stat().st_size
     return {"verified": _stat_key(dest), "sha256": source.sha256, "origin": origin, "bytes": size}
 

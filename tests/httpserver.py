@@ -19,6 +19,7 @@ Faults (for every path when given to ``serve``, or per path through ``set_fault`
 ``fail_first``       list of status codes answered (with ``Retry-After: 0``) to the first requests
 ``status``           answer every request with this status
 ``corrupt``          serve wrong bytes of the right length
+``no_length``        send no Content-Length: the body ends when the connection closes
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = {"cut_after", "cut_times", "stall_after", "stall_for", "ignore_range", "fail_first"}
-FAULTS |= {"status", "corrupt"}
+FAULTS |= {"status", "corrupt", "no_length"}
 _INVERT = bytes(255 - i for i in range(256))
 
 
@@ -168,7 +169,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:end]
         self.send_response(code)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        if plan["no_length"]:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         if code == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")

@@ -761,3 +761,40 @@ def test_real_recipes_are_fetched_from_debians_archive(project: Project, archive
         assert sha256(project.root / "mirror" / file) == sha
     assert not project.manifest("pcre2").exists()
     assert ok(project.doit("mirror")).ran == []
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_mirror(project: Project) -> Iterator[Path]:
+    """mirror/ on a real 1 MiB tmpfs (needs root); unmounted afterwards."""
+    mirror = project.root / "mirror"
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mirror)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mirror
+    finally:
+        subprocess.run(["umount", str(mirror)], check=True)
+
+
+@pytest.mark.parametrize("length_known", [True, False], ids=["refused-up-front", "disk-fills"])
+def test_full_disk_is_a_clear_error_and_leaves_no_file(
+    project: Project, srv: Server, small_mirror: Path, length_known: bool
+) -> None:
+    big = served(project, srv, "big", blob=3 << 20)  # random: does not compress below 1 MiB
+    if not length_known:  # no Content-Length: the writes run into the full disk
+        srv.set_fault(big.file, no_length=True)
+    r = project.doit("mirror")
+    assert r.code != 0, r.out
+    out = r.out + r.err
+    assert "Traceback" not in out, out
+    assert big.file in out
+    assert ("free in" in out) if length_known else ("no space left" in out), out
+    assert not (small_mirror / big.file).exists()  # never under its final name
+    assert "a" not in r.packages_ran()
