@@ -56,9 +56,11 @@ class BuildAction(BaseAction):
         paths: Paths,
         keep_build: bool = False,
         checkpoint: bool = False,
+        isolate_network: bool = False,
     ):
         self.build, self.platform, self.paths, self.keep_build = build, platform, paths, keep_build
         self.checkpoint = checkpoint  # acts on the running system: no stage, no manifest
+        self.isolate_network = isolate_network  # no network in the build (tasks.supervise)
         self.task = None
         self.out = self.err = self.result = None
         self.values: dict[str, Any] = {}
@@ -94,6 +96,8 @@ class BuildAction(BaseAction):
             {k: variables[k] for k in ("PKG", "VERSION", "PREV", "BUILDDIR", "SRCDIR", "DESTDIR")}
         )
         env["HOME"] = variables["BUILDDIR"]
+        if self.isolate_network:
+            env["AZL_NO_NETWORK"] = "1"
         env.update({k: expand(v, variables) for k, v in self.build.env.items()})
         return env
 

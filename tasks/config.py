@@ -13,6 +13,7 @@ Every key is optional::
     keep_build = false            # keep build trees of successful builds
     offline = true                # never use the network (default: on in the guest); only
                                   # mirror/ and file:// mirrors are used
+    isolate_network = true        # builds run in an empty network namespace (default: as root)
     azurelinux_tree = "/root/azurelinux"   # the Azure Linux tree of the toolkit stages;
                                   # default: recipes/azurelinux/stages.toml, per platform
     azurelinux_stages = true      # the toolkit stages (go-tools, toolchain, iso) exist on
@@ -42,6 +43,7 @@ _TYPES: dict[str, type] = {
     "debian_archive": str,
     "keep_build": bool,
     "offline": bool,
+    "isolate_network": bool,
     "versions": dict,
     "azurelinux_tree": str,
     "azurelinux_stages": bool,
@@ -60,6 +62,7 @@ class Config:
     debian_archive: str | None = None
     keep_build: bool = False
     offline: bool | None = None  # None: on in the guest, off elsewhere
+    isolate_network: bool | None = None  # None: on when running as root
     versions: dict[str, str] = field(default_factory=dict)
     azurelinux_tree: str | None = None  # None: the platform's default in stages.toml
     azurelinux_stages: bool | None = None  # None: the toolkit stages exist in the guest only

@@ -29,6 +29,7 @@ from doit.task import Task
 from doit.tools import config_changed
 
 from tasks import checker
+from tasks.azurelinux import stage_tasks
 from tasks.build import BuildAction, clean_package, stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
@@ -149,6 +150,9 @@ class Project:
             else self.platform.name == "guest"
         )
         self.sources = self._sources()
+        # builds get no network (a new network namespace) where we may make one: as root
+        isolate = self.config.isolate_network
+        self.isolate = os.geteuid() == 0 if isolate is None else isolate
         self.mirror = MirrorSettings.make(
             self.config.mirrors, self.config.debian_archive, offline, project
         )
@@ -176,13 +180,23 @@ class Project:
         return builds
 
     def tasks(self) -> Iterator[Task]:
-        yield from self._fetch_tasks()
+        stages = list(stage_tasks(self))  # the Azure Linux tree and toolkit stages
+        stage_fetches = [t.name for t in stages if t.name.startswith("mirror:")]
+        yield from self._fetch_tasks(stage_fetches)
         for name in self.order:
             yield self._package_task(self.builds[name])
+        yield from stages
         yield self._graph_task()
         # fetch every source before building anything: a missing file stops the run early
         yield _task(
-            name="all", actions=None, task_dep=["mirror", *self.order], doc="build every package"
+            name="all",
+            actions=None,
+            task_dep=[
+                "mirror",
+                *self.order,
+                *(t.name for t in stages if t.name not in stage_fetches),
+            ],
+            doc="build every package",
         )
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
@@ -235,8 +249,10 @@ class Project:
             raise RecipeErrors(errors)
         return owners
 
-    def _fetch_tasks(self) -> Iterator[Task]:
-        names = []
+    def _fetch_tasks(self, more: list[str]) -> Iterator[Task]:
+        """One fetch task per source, mirror/SHA256SUMS, and the group ``mirror`` (which also
+        holds ``more``: fetch tasks made elsewhere, like the Azure Linux tree snapshot)."""
+        names = list(more)
         for src, name in self.sources.values():
             names.append(f"mirror:{src.file}")
             yield _task(
@@ -285,7 +301,15 @@ class Project:
             doc += f"  [substitute for {build.version.substitute_for}]"
         return _task(
             name=build.name,
-            actions=[BuildAction(build, self.platform, paths, self.config.keep_build)],
+            actions=[
+                BuildAction(
+                    build,
+                    self.platform,
+                    paths,
+                    self.config.keep_build,
+                    isolate_network=self.isolate,
+                )
+            ],
             file_dep=file_dep,
             targets=[str(paths.manifest(build.name))],
             uptodate=[Signature(signature)],

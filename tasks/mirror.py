@@ -125,19 +125,23 @@ def git_snapshot(source: Source, paths: Paths, dest: Path) -> str:
         r = run("git", "clone", "--bare", "--quiet", source.git, str(clone))
         if r.returncode:
             raise FetchError(f"{source.file}: git clone {source.git} failed: {r.stderr.strip()}")
-    if run("git", "-C", str(clone), "cat-file", "-e", f"{source.ref}^{{commit}}").returncode:
-        r = run(
-            "git",
-            "-C",
-            str(clone),
-            "fetch",
-            "--quiet",
-            "--tags",
-            "origin",
-            "+refs/heads/*:refs/heads/*",
-        )
+
+    def have_ref() -> bool:
+        return not run(
+            "git", "-C", str(clone), "cat-file", "-e", f"{source.ref}^{{commit}}"
+        ).returncode
+
+    git_fetch = ["git", "-C", str(clone), "fetch", "--quiet"]
+    if not have_ref():
+        r = run(*git_fetch, "--tags", "origin", "+refs/heads/*:refs/heads/*")
         if r.returncode:
             raise FetchError(f"{source.file}: git fetch {source.git} failed: {r.stderr.strip()}")
+    if not have_ref():  # a commit on no branch (a pull request's head): ask for it by name
+        r = run(*git_fetch, "origin", source.ref)
+        if r.returncode or not have_ref():
+            raise FetchError(
+                f"{source.file}: {source.ref} not found in {source.git}: {r.stderr.strip()}"
+            )
     compress = {".gz": ["gzip", "-n"], ".xz": ["xz", "-T1"]}.get(dest.suffix)
     archive = [
         "git",

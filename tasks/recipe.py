@@ -42,7 +42,8 @@ PLATFORMS = ("sandbox", "guest")
 # Names doit reserves for its commands, and our own group tasks.
 RESERVED = {
     "list", "clean", "info", "run", "forget", "ignore", "strace", "dumpdb", "help",
-    "tabcompletion", "reset-dep", "all", "mirror", "graph", "go-tools", "toolchain", "iso",
+    "tabcompletion", "reset-dep", "all", "mirror", "graph",
+    "azurelinux", "go-tools", "toolchain", "iso",
 }  # fmt: skip
 # Variables a recipe value may use as ${NAME}: the platform's and the build's own.
 VARIABLES = frozenset(
@@ -222,7 +223,10 @@ class Recipe:
 
     def for_platform(self, platform: str, version: str | None = None) -> Build:
         """The build of a recipe that is not a chain (the last link of one that is)."""
-        return self.builds(platform, version)[-1]
+        builds = self.builds(platform, version)
+        if not builds:
+            raise RecipeError(self.path, "platforms", f"not built on the {platform} platform")
+        return builds[-1]
 
 
 @dataclass

@@ -6,6 +6,11 @@ process group, with a pipe from doit as its stdin. It runs CMD in that group (st
 of the pipe, this process reads EOF and kills the whole group: no orphaned ``make`` keeps
 writing into a build tree that the next run is about to reuse. The exit status is CMD's
 (a CMD killed by signal N makes this process die of signal N too).
+
+With ``AZL_NO_NETWORK=1`` in its environment it first moves itself into a new, empty network
+namespace (``unshare(CLONE_NEWNET)``: needs root, as in the guest), so the build has no
+network at all, not even loopback: only fetch tasks use the network. If that is not
+possible it refuses (exit 126) rather than build unisolated.
 """
 
 from __future__ import annotations
@@ -26,10 +31,34 @@ def _watch_parent() -> None:
     os.killpg(0, signal.SIGKILL)  # doit is gone: the build group goes with it
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _no_network() -> str | None:
+    """Enter a new network namespace; the reason it failed, or None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            return os.strerror(ctypes.get_errno())
+    except (OSError, AttributeError, ImportError) as e:
+        return str(e)
+    return None
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         sys.stderr.write("usage: python -m tasks.supervise CMD [ARG...]\n")
         return 2
+    if os.environ.get("AZL_NO_NETWORK") == "1":
+        why = _no_network()
+        if why:
+            sys.stderr.write(
+                f"cannot cut the build off the network ({why}); run as root, or "
+                "set isolate_network = false in azl-bootstrap.toml\n"
+            )
+            return 126
     try:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     except OSError as e:

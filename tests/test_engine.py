@@ -709,3 +709,36 @@ def test_runs_without_sqlite3_and_bz2(project: Project) -> None:
     assert r.packages_ran() == ["a", "b", "c"]
     assert share(project, "c") == "a 1.0\nb from bz2\nc 1.0\n"
     assert ok(run()).ran == []
+
+
+# --------------------------------------------------------------------------- no network in builds
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root")
+def test_builds_have_no_network_unless_the_config_allows_it(project: Project) -> None:
+    """As root (the guest), every build runs in an empty network namespace: a build that
+    reaches for the network fails, even for loopback; only fetch tasks use the network."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        connect = (
+            f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 5)'"
+            " && echo reached-net$((1 + 1))"  # the log shows the command too: not the output
+        )
+        pkg(project, "a", extra=connect)
+        r = project.doit()
+        assert r.code == 1, r.out
+        assert "a: install failed" in r.out
+        log = (project.root / "cache" / "logs" / "a.log").read_text()
+        assert "reached-net2" not in log
+        assert "unreachable" in log.lower() or "refused" in log.lower(), log
+
+        project.config('platform = "sandbox"\njobs = 2\nisolate_network = false\n')
+        ok(project.doit())
+        assert "reached-net2" in (project.root / "cache" / "logs" / "a.log").read_text()
+    finally:
+        listener.close()

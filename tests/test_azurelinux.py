@@ -1,0 +1,544 @@
+"""The Azure Linux toolkit stages (tasks/azurelinux.py) on a stand-in tree.
+
+The stand-in is a small git repository with the toolkit's make target names and output paths:
+``go-tools`` writes the 27 tools of the real stages file into ``toolkit/out/tools`` (each
+records the GOARCH it was built with), ``toolchain`` runs ``mkdir build`` in
+``build/toolchain/lfs/x`` (failing with the seed's "File exists" when a killed run left it)
+and writes the two archives, ``iso`` writes an ISO into ``out/images/full``. Files in a
+``control`` directory next to the tree make it fail (``cannot find -lgcc_s`` once or always,
+another error), hang, or bind-mount a directory under ``build/toolchain/lfs/dev``.
+
+The tree reaches the project as the real thing does: a ``git archive | gzip -n`` snapshot
+pinned by sha256 in the project's ``recipes/azurelinux/stages.toml`` (the real file, with only
+the tree's source replaced), made by the mirror's git fallback and verified, then unpacked and
+made a git repository by the ``azurelinux`` task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tasks.azurelinux import load_stages
+from tasks.fsutil import mounts_under
+from tasks.recipe import RecipeErrors
+from tests.conftest import REPO, Project, Result
+
+REAL_STAGES = REPO / "recipes" / "azurelinux" / "stages.toml"
+REAL = tomllib.loads(REAL_STAGES.read_text())
+TOOLS = [Path(p).name for p in REAL["stages"]["go-tools"]["outputs"]]
+ARCHIVES = REAL["stages"]["toolchain"]["outputs"]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@localhost",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+# Quiet (@) lines: make echoes a recipe line before running it, and an echoed
+# "cannot find -lgcc_s" would make every failure look retryable.
+MAKEFILE = """\
+# Stand-in for the Azure Linux toolkit/Makefile: its target names and output paths only.
+TOOLS := {tools}
+TOOL_BINS_DIR := $(CURDIR)/out/tools
+BUILD_DIR := $(abspath $(CURDIR)/../build)
+OUT_DIR := $(abspath $(CURDIR)/../out)
+CONTROL := $(abspath $(CURDIR)/../../control)
+LFS := $(BUILD_DIR)/toolchain/lfs
+tools := $(addprefix $(TOOL_BINS_DIR)/,$(TOOLS))
+
+.PHONY: go-tools toolchain iso
+go-tools: $(tools)
+
+$(TOOL_BINS_DIR)/%:
+\t@mkdir -p $(TOOL_BINS_DIR) $(BUILD_DIR)/tools
+\t@printf '%s GOARCH=%s GOTOOLCHAIN=%s REBUILD_TOOLS=%s flavor=%s\\n' $* "$$GOARCH" \
+"$$GOTOOLCHAIN" "$(REBUILD_TOOLS)" "$$(cat $(CONTROL)/flavor 2>/dev/null)" > $@
+
+toolchain: $(tools)
+\tmkdir -p $(LFS)/x $(LFS)/dev
+\tcd $(LFS)/x && mkdir build
+\t@if [ -e $(CONTROL)/mount-from ]; then mount --bind "$$(cat $(CONTROL)/mount-from)" $(LFS)/dev; fi
+\t@if [ -e $(CONTROL)/hang ]; then echo $$$$ > $(CONTROL)/started; sleep 600; fi
+\t@if [ -e $(CONTROL)/lgcc-once ]; then rm $(CONTROL)/lgcc-once; \
+echo "x86_64-lfs-linux-gnu/bin/ld: cannot find -lgcc_s: No such file or directory"; exit 1; fi
+\t@if [ -e $(CONTROL)/lgcc-always ]; then echo "ld: cannot find -lgcc_s"; exit 1; fi
+\t@if [ -e $(CONTROL)/other-error ]; then echo "error: something else broke"; exit 1; fi
+\tcat $(tools) > $(BUILD_DIR)/toolchain/toolchain_from_container.tar.gz
+\techo "final $(REBUILD_TOOLCHAIN) $(NO_TOOLCHAIN_CONTAINER)" > \
+$(BUILD_DIR)/toolchain/toolchain_built_rpms_all.tar.gz
+
+iso: $(tools)
+\tmkdir -p $(OUT_DIR)/images/full
+\techo "iso $(CONFIG_FILE)" > $(OUT_DIR)/images/full/AzureLinux-3.0-x86_64.iso
+"""
+
+# Stand-in for toolkit/scripts/safeunmount.sh: unmount what is mounted under its arguments.
+SAFEUNMOUNT = """\
+#!/bin/sh
+control="$(cd "$(dirname "$0")/../../.." && pwd)/control"
+echo "safeunmount $*" >> "$control/safeunmount.calls"
+if [ -e "$control/unmount-broken" ]; then echo "ERROR: Unable to unmount '$1'"; exit 1; fi
+for dir in "$@"; do
+  top=$(realpath "$dir")
+  for m in $(awk '{print $5}' /proc/self/mountinfo | grep -e "^$top/" -e "^$top\\$" | sort -r); do
+    echo "WARNING: Removing mountpoint at '$m'"
+    umount "$m" || exit 1
+  done
+done
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def ok(r: Result) -> Result:
+    assert r.code == 0, f"exit {r.code}\n--- out\n{r.out}\n--- err\n{r.err}"
+    return r
+
+
+def stand_in_repo(where: Path, extra: dict[str, str] | None = None) -> tuple[Path, str, str]:
+    """A git repository ``azurelinux`` with the stand-in toolkit; (repo, commit, snapshot
+    sha256 as ``git archive --prefix=azurelinux-<commit>/ | gzip -n`` makes it)."""
+    repo = where / "azurelinux"
+    files = {
+        "toolkit/Makefile": MAKEFILE.format(tools=" ".join(TOOLS)),
+        "toolkit/scripts/safeunmount.sh": SAFEUNMOUNT,
+        "toolkit/tools/go.mod": "module stand-in\n\ngo 1.23.0\n",
+        "SPECS/debootstrap/debootstrap.spec": "Name: debootstrap\nVersion: 1.0.128+nmu2\n",
+        ".gitignore": "/build/\n/out/\n/toolkit/out/\n",
+        **(extra or {}),
+    }
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    (repo / "toolkit/scripts/safeunmount.sh").chmod(0o755)
+    git(repo, "-c", "init.defaultBranch=main", "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "stand-in")
+    ref = git(repo, "rev-parse", "HEAD").strip()
+    tar = subprocess.run(
+        ["git", "archive", "--format=tar", f"--prefix=azurelinux-{ref}/", ref],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+    gz = subprocess.run(["gzip", "-n"], input=tar, capture_output=True, check=True).stdout
+    return repo, ref, hashlib.sha256(gz).hexdigest()
+
+
+def pinned_stages(repo: Path, ref: str, sha: str, text: str | None = None) -> str:
+    """The real stages file with the tree's source replaced by the stand-in's snapshot."""
+    text = REAL_STAGES.read_text() if text is None else text
+    subs = [
+        (r'(?m)^unconfirmed = ".*"\n', ""),
+        (r'(?m)^file = "azurelinux-[0-9a-f]{40}\.tar\.gz"$', f'file = "azurelinux-{ref}.tar.gz"'),
+        (r'(?m)^git = "https://github\.com/microsoft/azurelinux\.git"$', f'git = "{repo}"'),
+        (r'(?m)^ref = "[0-9a-f]{40}"$', f'ref = "{ref}"\nsha256 = "{sha}"'),
+    ]
+    for pattern, new in subs:
+        text, n = re.subn(pattern, new, text, count=1)
+        assert n == 1, f"{pattern!r} not in the stages file"
+    return text
+
+
+@dataclass
+class Azl:
+    """A project whose stages run on the stand-in tree, with one mock package."""
+
+    project: Project
+    tree: Path
+    control: Path
+    ref: str
+    sha: str
+
+    def doit(self, *args: str) -> Result:
+        return self.project.doit(*args)
+
+    @property
+    def tools(self) -> Path:
+        return self.tree / "toolkit" / "out" / "tools"
+
+    @property
+    def lfs(self) -> Path:
+        return self.tree / "build" / "toolchain" / "lfs"
+
+    def log(self, stage: str, n: int) -> Path:
+        return self.project.root / "cache" / "logs" / f"{stage}.{n}.log"
+
+    def control_file(self, name: str, text: str = "") -> None:
+        (self.control / name).write_text(text)
+
+
+def make_azl(project: Project, tmp_path: Path, stages_text: str | None = None) -> Azl:
+    repo, ref, sha = stand_in_repo(tmp_path / "upstream")
+    stages = project.root / "recipes" / "azurelinux" / "stages.toml"
+    stages.parent.mkdir(parents=True, exist_ok=True)
+    stages.write_text(pinned_stages(repo, ref, sha, stages_text))
+    tree, control = tmp_path / "tree", tmp_path / "control"
+    control.mkdir()
+    project.config(
+        f'platform = "sandbox"\njobs = 2\nazurelinux_stages = true\nazurelinux_tree = "{tree}"\n'
+    )
+    project.recipe("pkg")
+    return Azl(project, tree, control, ref, sha)
+
+
+@pytest.fixture
+def azl(project: Project, tmp_path: Path) -> Azl:
+    return make_azl(project, tmp_path)
+
+
+def built(azl: Azl) -> Result:
+    """``doit toolchain`` from nothing: the mock package, the tree, go-tools, toolchain."""
+    r = ok(azl.doit("toolchain"))
+    assert set(r.packages_ran()) == {"pkg", "azurelinux", "go-tools", "toolchain"}
+    return r
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def test_real_stages_file_has_the_procedure_steps() -> None:
+    stages = load_stages(REAL_STAGES)
+    assert list(stages.stages) == ["go-tools", "toolchain", "iso"]
+    assert stages.tree.unconfirmed and stages.tree.source.sha256 == ""
+    assert stages.tree.source.ref == "6a8b54d4e365e99320b499712dba0c94de480777"
+    assert [(f.step, f.patch) for f in stages.tree.fixes] == [("A1", ""), ("A4", "")]
+    go, tc, iso = stages.stages.values()
+    assert len(go.outputs) == 27 and go.make_vars == {"REBUILD_TOOLS": "y"}
+    for s in (go, tc, iso):  # any make with REBUILD_TOOLS=y may rebuild a tool
+        assert s.env["GOARCH"] == "amd64" and s.env["GOTOOLCHAIN"] == "local"
+        assert s.path == ("${GO_BIN}",)
+    assert tc.make_vars == {
+        "REBUILD_TOOLS": "y",
+        "REBUILD_TOOLCHAIN": "y",
+        "NO_TOOLCHAIN_CONTAINER": "y",
+        "PACKAGE_URL_LIST": "",
+        "REPO_LIST": "",
+        "DISABLE_UPSTREAM_REPOS": "y",
+    }
+    assert tc.fresh == ("build/toolchain",) and tc.max_attempts > 1
+    assert "cannot find -lgcc_s" in tc.retry_patterns
+    assert iso.outputs_glob == "out/images/full/*.iso"
+    assert iso.make_vars["CONFIG_FILE"] == "./imageconfigs/full.json"
+
+
+def test_stages_file_errors_name_the_field(tmp_path: Path) -> None:
+    text = REAL_STAGES.read_text()
+    text = text.replace('after = ["go-tools"]\n', 'after = ["nosuch"]\n', 1)
+    text = text.replace('GOARCH = "amd64"', 'GOARCH = "${NOPE}"', 1)
+    text = text.replace('make_target = "iso"', 'make_target = "iso"\nmake_tagret = "x"', 1)
+    path = tmp_path / "stages.toml"
+    path.write_text(text)
+    with pytest.raises(RecipeErrors) as e:
+        load_stages(path)
+    fields = sorted(err.field for err in e.value.errors)
+    assert fields == ["env.GOARCH", "stages.iso.make_tagret", "stages.toolchain.after[0]"]
+    assert "did you mean 'make_target'" in str(e.value)
+
+
+def test_bad_stages_file_stops_doit_before_anything(azl: Azl) -> None:
+    stages = azl.project.root / "recipes" / "azurelinux" / "stages.toml"
+    stages.write_text(stages.read_text().replace("[stages.iso]", "[stages.iso]\nbogus = 1", 1))
+    r = azl.doit("toolchain")
+    assert r.code == 3 and "stages.iso.bogus: unknown key" in r.err
+    assert not (azl.project.root / "cache" / "logs").exists()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_toolchain_builds_tree_go_tools_toolchain_for_amd64_then_nothing(azl: Azl) -> None:
+    r = built(azl)
+    order = r.packages_ran()
+    assert order.index("azurelinux") < order.index("go-tools") < order.index("toolchain")
+    assert order.index("pkg") < order.index("go-tools")
+    # the snapshot came through the mirror's git fallback and was verified
+    snapshot = azl.project.root / "mirror" / f"azurelinux-{azl.ref}.tar.gz"
+    assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == azl.sha
+    assert "from git" in r.out
+    # the tree is a git repository of the snapshot, every file tracked
+    assert git(azl.tree, "log", "--format=%s").count("\n") == 1
+    assert git(azl.tree, "ls-files", "toolkit/Makefile").strip() == "toolkit/Makefile"
+    for tool in TOOLS:
+        text = (azl.tools / tool).read_text()
+        assert f"{tool} GOARCH=amd64 GOTOOLCHAIN=local REBUILD_TOOLS=y" in text
+    final = (azl.tree / ARCHIVES[1]).read_text()
+    assert final == "final y y\n"
+    log = azl.log("go-tools", 1).read_text()
+    assert "make go-tools REBUILD_TOOLS=y" in log and "GOARCH=amd64" in log
+
+    assert ok(azl.doit("toolchain")).packages_ran() == []
+    assert ok(azl.doit()).packages_ran() == ["iso"]  # `all`: everything, the ISO last
+    iso = azl.tree / "out" / "images" / "full" / "AzureLinux-3.0-x86_64.iso"
+    assert iso.read_text() == "iso ./imageconfigs/full.json\n"
+    assert ok(azl.doit()).packages_ran() == []
+    # the ISO's name is not fixed: its record and digest decide
+    iso.write_text("damaged\n")
+    assert ok(azl.doit()).packages_ran() == ["iso"]
+    assert ok(azl.doit()).packages_ran() == []
+
+
+def test_git_clean_reruns_go_tools_and_toolchain_and_nothing_else(azl: Azl) -> None:
+    built(azl)
+    subprocess.run(["git", "clean", "-fxdq", ":/"], cwd=azl.tree, check=True)
+    assert not azl.tools.exists() and not (azl.tree / "build").exists()
+    assert ok(azl.doit("toolchain")).packages_ran() == ["go-tools", "toolchain"]
+    assert ok(azl.doit("toolchain")).packages_ran() == []
+
+
+def test_clean_go_tools_reruns_toolchain_only_if_the_tools_changed(azl: Azl) -> None:
+    built(azl)
+    ok(azl.doit("clean", "go-tools"))
+    assert not azl.tools.exists() and (azl.tree / ARCHIVES[0]).exists()
+    assert ok(azl.doit("toolchain")).packages_ran() == ["go-tools"]  # same tools: cutoff
+    azl.control_file("flavor", "v2")  # the next tools differ
+    ok(azl.doit("clean", "go-tools"))
+    assert ok(azl.doit("toolchain")).packages_ran() == ["go-tools", "toolchain"]
+    assert "flavor=v2" in (azl.tree / ARCHIVES[0]).read_text()
+
+
+def test_clean_toolchain_removes_build_toolchain(azl: Azl) -> None:
+    built(azl)
+    ok(azl.doit("clean", "toolchain"))
+    assert not (azl.tree / "build" / "toolchain").exists() and azl.tools.exists()
+    assert ok(azl.doit("toolchain")).packages_ran() == ["toolchain"]
+
+
+def test_lgcc_s_failure_is_retried_after_a_safe_clean_keeping_both_logs(azl: Azl) -> None:
+    azl.control_file("lgcc-once")
+    ok(azl.doit("toolchain"))
+    first, second = azl.log("toolchain", 1).read_text(), azl.log("toolchain", 2).read_text()
+    assert "cannot find -lgcc_s" in first
+    # attempt 1 left build/toolchain/lfs/x/build behind; attempt 2 removed it first
+    assert f"remove {azl.tree / 'build' / 'toolchain'}" in second
+    assert "File exists" not in second and "==> done" in second
+    assert not azl.log("toolchain", 3).exists()
+    # the next run keeps the previous run's logs as .log.1
+    ok(azl.doit("clean", "toolchain"))
+    ok(azl.doit("toolchain"))
+    assert azl.log("toolchain", 1).with_name("toolchain.1.log.1").read_text() == first
+    assert not azl.log("toolchain", 2).exists()
+
+
+def test_another_failure_is_not_retried(azl: Azl) -> None:
+    azl.control_file("other-error")
+    r = azl.doit("toolchain")
+    assert r.code == 1
+    assert "toolchain: make failed (exit 2) on attempt 1 of 3" in r.out
+    assert "not retried: the make output matches no retryable pattern" in r.out
+    assert "command: make toolchain REBUILD_TOOLS=y" in r.out
+    assert "cache/logs/toolchain.1.log" in r.out and "something else broke" in r.out
+    assert azl.log("toolchain", 1).exists() and not azl.log("toolchain", 2).exists()
+
+
+def test_retry_is_bounded(azl: Azl) -> None:
+    azl.control_file("lgcc-always")
+    r = azl.doit("toolchain")
+    assert r.code == 1 and "on attempt 3 of 3" in r.out and "no attempt left" in r.out
+    assert [azl.log("toolchain", n).exists() for n in (1, 2, 3, 4)] == [True] * 3 + [False]
+    for n in (1, 2):
+        assert f"toolchain.{n}.log (retried: the make output matches" in r.out
+
+
+def test_leftover_build_dir_of_a_killed_run_is_removed_before_the_next(azl: Azl) -> None:
+    azl.control_file("hang")
+    proc = azl.project.popen("toolchain")
+    started = azl.control / "started"
+    deadline = time.monotonic() + 120
+    while not started.exists() or not started.read_text().strip():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the toolchain never started"
+        time.sleep(0.05)
+    shell = int(started.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    while True:  # the supervisor kills the make group once doit is gone
+        try:
+            os.kill(shell, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the killed run's make is still running"
+        time.sleep(0.05)
+    leftover = azl.lfs / "x" / "build"
+    assert leftover.is_dir()
+    # the stand-in fails like the seed on a dirty $LFS ...
+    (azl.control / "hang").unlink()
+    seed = subprocess.run(
+        ["make", "toolchain"],
+        cwd=azl.tree / "toolkit",
+        env={**os.environ, "LC_ALL": "C"},
+        capture_output=True,
+        text=True,
+    )
+    assert seed.returncode != 0
+    assert "mkdir: cannot create directory 'build': File exists" in seed.stderr
+    # ... and the stage cannot: it starts from an empty build/toolchain
+    r = ok(azl.doit("toolchain"))
+    assert "toolchain" in r.packages_ran()
+    assert (azl.tree / ARCHIVES[1]).exists()
+
+
+def test_tree_is_made_with_the_fixes_as_commits(project: Project, tmp_path: Path) -> None:
+    text = REAL_STAGES.read_text()
+    slot = 'name = "debootstrap-spec"\nstep = "A1"\npatch = ""'
+    assert slot in text
+    text = text.replace(slot, slot.replace('patch = ""', 'patch = "debootstrap.patch"'), 1)
+    azl = make_azl(project, tmp_path, text)
+    (project.root / "recipes" / "azurelinux" / "debootstrap.patch").write_text(
+        "--- a/SPECS/debootstrap/debootstrap.spec\n+++ b/SPECS/debootstrap/debootstrap.spec\n"
+        "@@ -1,2 +1,2 @@\n Name: debootstrap\n-Version: 1.0.128+nmu2\n+Version: 1.0.128+nmu2.fixed\n"
+    )
+    r = ok(azl.doit("azurelinux"))
+    assert r.packages_ran() == ["azurelinux"]
+    spec = (azl.tree / "SPECS/debootstrap/debootstrap.spec").read_text()
+    assert "nmu2.fixed" in spec
+    assert git(azl.tree, "log", "--format=%s").splitlines()[0] == "A1 debootstrap-spec"
+    assert git(azl.tree, "status", "--porcelain") == ""
+    log = azl.log("azurelinux", 1).read_text()
+    assert "fix coredns (A4): empty slot, nothing applied" in log
+    assert ok(azl.doit("azurelinux")).packages_ran() == []
+
+
+def test_tree_refuses_a_directory_it_did_not_make(azl: Azl) -> None:
+    azl.tree.mkdir()
+    (azl.tree / "mine.txt").write_text("keep me\n")
+    r = azl.doit("azurelinux")
+    assert r.code == 1 and "was not made by azl-bootstrap" in r.out
+    assert (azl.tree / "mine.txt").read_text() == "keep me\n"
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+def can_mount(tmp_path: Path) -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    a.mkdir()
+    b.mkdir()
+    if subprocess.run(["mount", "--bind", str(a), str(b)], capture_output=True).returncode:
+        return False
+    subprocess.run(["umount", str(b)], check=True)
+    return True
+
+
+@pytest.fixture
+def mountable(tmp_path: Path) -> None:
+    if not can_mount(tmp_path):
+        pytest.skip("bind mounts are not permitted here (needs root)")
+
+
+@contextlib.contextmanager
+def unmount_all_under(tree: Path) -> Iterator[None]:
+    """Whatever the test leaves mounted under the tree is unmounted, innermost first."""
+    try:
+        yield
+    finally:
+        for m in reversed(mounts_under(tree)):
+            subprocess.run(["umount", m], check=False)
+
+
+def host_dev(tmp_path: Path) -> Path:
+    """Stands in for the host's /dev that the toolkit bind-mounts under $LFS."""
+    src = tmp_path / "host-dev"
+    src.mkdir()
+    (src / "sentinel").write_text("must survive\n")
+    return src
+
+
+def test_clean_refuses_while_something_is_mounted_under_the_tree(
+    azl: Azl, tmp_path: Path, mountable: None
+) -> None:
+    built(azl)
+    src, dev = host_dev(tmp_path), azl.lfs / "dev"
+    with unmount_all_under(azl.tree):
+        subprocess.run(["mount", "--bind", str(src), str(dev)], check=True)
+        for stage in ("toolchain", "go-tools"):
+            r = azl.doit("clean", stage)
+            assert r.code != 0, r
+            assert f"doit clean {stage}: refusing to clean" in r.err and str(dev) in r.err
+            assert "Nothing was deleted" in r.err
+        assert (dev / "sentinel").exists() and (src / "sentinel").exists()
+        assert all((azl.tree / a).exists() for a in ARCHIVES) and azl.tools.is_dir()
+    assert (src / "sentinel").read_text() == "must survive\n"
+
+
+def test_retry_refuses_while_still_mounted_and_deletes_nothing(
+    azl: Azl, tmp_path: Path, mountable: None
+) -> None:
+    src, dev = host_dev(tmp_path), azl.lfs / "dev"
+    azl.control_file("mount-from", str(src))  # attempt 1 mounts, then fails with -lgcc_s
+    azl.control_file("lgcc-once")
+    azl.control_file("unmount-broken")  # and the tree's safeunmount.sh cannot unmount it
+    with unmount_all_under(azl.tree):
+        r = azl.doit("toolchain")
+        assert r.code == 1
+        assert "on attempt 2 of 3" in r.out and "refusing to delete" in r.out
+        assert f"still mounted under the tree {azl.tree}: {dev}" in r.out
+        assert mounts_under(azl.tree) == [str(dev)]
+        assert (azl.lfs / "x" / "build").is_dir()  # nothing under build/toolchain deleted
+        assert (dev / "sentinel").exists()
+        assert "safeunmount" in (azl.control / "safeunmount.calls").read_text()
+        assert not azl.log("toolchain", 3).exists()
+    assert (src / "sentinel").read_text() == "must survive\n"
+
+
+def test_retry_unmounts_with_the_trees_safeunmount_then_starts_clean(
+    azl: Azl, tmp_path: Path, mountable: None
+) -> None:
+    src = host_dev(tmp_path)
+    azl.control_file("mount-from", str(src))
+    azl.control_file("lgcc-once")
+    with unmount_all_under(azl.tree):
+        ok(azl.doit("toolchain"))
+        second = azl.log("toolchain", 2).read_text()
+        assert f"Removing mountpoint at '{azl.lfs / 'dev'}'" in second
+        # attempt 2 mounted again (the stand-in always does): unmount it for the check
+        assert mounts_under(azl.tree) == [str(azl.lfs / "dev")]
+    assert (src / "sentinel").read_text() == "must survive\n"
+    assert all((azl.tree / a).exists() for a in ARCHIVES)
+
+
+# --------------------------------------------------------------------------- the guest
+
+
+def test_guest_lists_the_stages_and_stops_in_the_preflight(project: Project) -> None:
+    shutil.copytree(REPO / "recipes", project.root / "recipes", dirs_exist_ok=True)
+    guest = {"AZL_PLATFORM": "guest"}
+    r = ok(project.doit("list", "--deps", env=guest))
+    blocks = {b.split()[0]: b for b in r.out.split("\n\n") if b.strip()}
+    tree = "/root/azurelinux"
+    assert "cache/stages/azurelinux.json" in blocks["go-tools"]
+    if (REPO / "recipes" / "go.toml").exists():  # the go chain's last link
+        go = re.findall(r"cache/manifests/(go[\d.]+)\.json", blocks["go-tools"])
+        assert go and go[-1].startswith("go1.23")
+    assert all(f"{tree}/toolkit/out/tools/{t}" in blocks["toolchain"] for t in TOOLS)
+    assert all(f"{tree}/{a}" in blocks["iso"] for a in ARCHIVES)
+    snapshot = "mirror/azurelinux-6a8b54d4e365e99320b499712dba0c94de480777.tar.gz"
+    assert snapshot in blocks["azurelinux"]
+    existed = os.path.exists(tree)
+    r = project.doit("toolchain", env=guest)
+    assert r.code == 2, r
+    assert re.search(r"^  azurelinux: azurelinux-6a8b54d4\S*\.tar\.gz: no sha256", r.out, re.M)
+    assert "Nothing was built." in r.out
+    assert not (project.root / "cache" / "stages").exists() and os.path.exists(tree) == existed
