@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Set up azl-bootstrap on a Debian 12 machine and run the main job: the sandbox build.
 #
-#   ./setup.sh              apt packages + .venv + `doit` (every recipe, into cache/sandbox/root)
-#   ./setup.sh --no-build   apt packages + .venv only (what CI needs before the tests)
+#   ./setup.sh                        apt packages + .venv + the bootstrap Go + `doit`
+#                                     (every recipe of the sandbox, into cache/sandbox/root)
+#   ./setup.sh --no-build             apt packages + .venv only (what CI needs for the tests)
+#   ./setup.sh --no-build --with-go   ... and the bootstrap Go (tests/run_slow.sh)
 #
-# Needs root (or sudo) only for the apt step, and only when a tool is missing.
+# Needs root (or sudo) only for the apt steps, and only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-build=1
-[ "${1:-}" = "--no-build" ] && build=0
+build=1 go=1
+for arg in "$@"; do
+  case $arg in
+    --no-build) build=0; go=0 ;;
+    --with-go) go=1 ;;
+    *) echo "usage: $0 [--no-build [--with-go]]" >&2; exit 2 ;;
+  esac
+done
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
 
 # tool -> Debian package providing it
 declare -A need=(
@@ -24,7 +33,6 @@ done
 python=${PYTHON:-/usr/bin/python3}
 "$python" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
@@ -36,6 +44,28 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+
+# The sandbox's go1.23.1 is bootstrapped by Debian's golang-1.22-go (recipes/go.toml): Debian
+# 12 has no Go >= 1.20, bookworm-backports has. The archive URI is read from this machine's
+# apt sources (tasks.download.debian_archive_uri), never written here.
+if [ "$go" -eq 1 ] && [ ! -x /usr/lib/go-1.22/bin/go ]; then
+  if ! grep -qs '^Suites:.*bookworm-backports' /etc/apt/sources.list.d/*.sources &&
+     ! grep -qs '^deb .* bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/*.list; then
+    archive=$(.venv/bin/python -c 'from tasks.download import debian_archive_uri as u; print(u() or "")')
+    if [ -z "$archive" ]; then
+      echo "setup: no Debian archive in the apt sources; cannot add bookworm-backports" >&2
+      exit 1
+    fi
+    echo "setup: adding bookworm-backports (the apt sources' archive) for golang-1.22-go"
+    printf '%s\n' "Types: deb" "URIs: $archive" "Suites: bookworm-backports" "Components: main" \
+      "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" |
+      $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+  fi
+  $sudo apt-get update -qq
+  # backports has priority 100: this installs golang-1.22-go and upgrades nothing else
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    -t bookworm-backports golang-1.22-go
+fi
 
 if [ "$build" -eq 1 ]; then
   exec .venv/bin/doit

@@ -85,6 +85,7 @@ class BuildAction(BaseAction):
             "PKG": self.build.name,
             "VERSION": self.build.version.version,
             "PREV": self.build.prev or "",
+            "FILESDIR": str(self.build.recipe.files_dir.resolve()),
             "BUILDDIR": str(build_dir),
             "SRCDIR": str(build_dir / "src"),
             "DESTDIR": str(stage),
@@ -93,10 +94,13 @@ class BuildAction(BaseAction):
     def environment(self, variables: dict[str, str]) -> dict[str, str]:
         env = self.platform.build_env()
         env.update(
-            {k: variables[k] for k in ("PKG", "VERSION", "PREV", "BUILDDIR", "SRCDIR", "DESTDIR")}
+            {
+                k: variables[k]
+                for k in ("PKG", "VERSION", "PREV", "FILESDIR", "BUILDDIR", "SRCDIR", "DESTDIR")
+            }
         )
         env["HOME"] = variables["BUILDDIR"]
-        if self.isolate_network:
+        if self.isolate_network and not self.build.recipe.network:
             env["AZL_NO_NETWORK"] = "1"
         env.update({k: expand(v, variables) for k, v in self.build.env.items()})
         return env

@@ -210,9 +210,11 @@ class Project:
         ]
         if unconfirmed:
             problems.append(
-                f"{len(unconfirmed)} package(s) of this run have no confirmed sha256 and are "
-                "never built:\n  " + "\n  ".join(unconfirmed) + "\nPin a verified sha256 in "
-                "the recipe, or choose a confirmed version."
+                f"{len(unconfirmed)} step(s) of this run are marked unconfirmed (a sha256 or an "
+                "input that could not be confirmed) and are never built:\n  "
+                + "\n  ".join(unconfirmed)
+                + "\nConfirm what is missing and pin it in the recipe, or choose a confirmed "
+                "version."
             )
         missing = missing_sources(tasks, names, self.mirror) if self.mirror.offline else []
         if missing:
@@ -285,7 +287,7 @@ class Project:
         if recipe.running_machine:
             return self._checkpoint_task(build)
         file_dep = [str(recipe.path)]
-        file_dep += [str(p) for p in recipe.patch_paths()]
+        file_dep += [str(p) for p in recipe.patch_paths() + recipe.file_paths()]
         if not build.version.unconfirmed:
             file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
         # a package's output is its manifest; a checkpoint has none and only orders

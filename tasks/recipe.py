@@ -48,7 +48,7 @@ RESERVED = {
 # Variables a recipe value may use as ${NAME}: the platform's and the build's own.
 VARIABLES = frozenset(
     {"TARGET", "PREFIX", "LIBDIR", "ROOT", "JOBS", "PLATFORM"}  # the platform's
-    | {"DESTDIR", "SRCDIR", "BUILDDIR", "PKG", "VERSION", "PREV"}  # the build's
+    | {"DESTDIR", "SRCDIR", "BUILDDIR", "PKG", "VERSION", "PREV", "FILESDIR"}  # the build's
 )
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
@@ -57,7 +57,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {
     "name", "description", "version", "versions", "depends", "build_system",
     "configure_args", "make_args", "install_args", "env", "patches", "patch_strip",
-    "script", "platform", "platforms", "chain", "running_machine", "step",
+    "script", "platform", "platforms", "chain", "running_machine", "step", "files", "network",
 }  # fmt: skip
 _OVERRIDE_KEYS = {
     "version",
@@ -154,6 +154,8 @@ class Recipe:
     chain: list[str] = field(default_factory=list)  # a bootstrap chain of versions
     running_machine: str | None = None  # a checkpoint: done while `uname -m` says this
     step: str = ""  # the step of reference/procedure.md it implements, e.g. "V26"
+    files: list[str] = field(default_factory=list)  # recipes/<name>/ files the build reads
+    network: bool = False  # acts on the live machine's network (e.g. starts sshd)
 
     @property
     def files_dir(self) -> Path:
@@ -162,6 +164,10 @@ class Recipe:
 
     def patch_paths(self) -> list[Path]:
         return [self.files_dir / p for p in self.patches]
+
+    def file_paths(self) -> list[Path]:
+        """The recipe's own files a build reads as ``${FILESDIR}/<file>``."""
+        return [self.files_dir / f for f in self.files]
 
     def chain_on(self, platform: str) -> list[str]:
         return list(self.platform.get(platform, {}).get("chain", self.chain))
@@ -263,6 +269,8 @@ class Build:
             "patch_strip": r.patch_strip,
             "script": dict(sorted(r.script.items())),
             "prev": self.prev,
+            "files": r.files,
+            "network": r.network,
         }
 
 
@@ -457,11 +465,13 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
         c.err("script", "build_system 'script' needs at least one phase in [script]")
 
     patches = c.str_list(data, "patches", "", check_vars=False)
-    for i, p in enumerate(patches):
-        if p.startswith("/") or ".." in Path(p).parts:
-            c.err(f"patches[{i}]", f"must be a path inside recipes/{name}/, got {p!r}")
-        elif not (path.parent / name / p).is_file():
-            c.err(f"patches[{i}]", f"file not found: {path.parent / name / p}")
+    files = c.str_list(data, "files", "", check_vars=False)
+    for key, items in (("patches", patches), ("files", files)):
+        for i, p in enumerate(items):
+            if p.startswith("/") or ".." in Path(p).parts:
+                c.err(f"{key}[{i}]", f"must be a path inside recipes/{name}/, got {p!r}")
+            elif not (path.parent / name / p).is_file():
+                c.err(f"{key}[{i}]", f"file not found: {path.parent / name / p}")
 
     overrides = c.typed(data, "platform", dict, "", {})
     for plat, over in overrides.items():
@@ -513,6 +523,8 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
         chain=chain,
         running_machine=running_machine,
         step=c.typed(data, "step", str, "", ""),
+        files=files,
+        network=c.typed(data, "network", bool, "", False),
     )
     return (None if c.errors else recipe), c.errors
 

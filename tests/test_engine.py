@@ -690,6 +690,31 @@ def bz2_recipe(project: Project, name: str, deps: tuple[str, ...]) -> None:
     )
 
 
+def test_recipe_files_are_dependencies_read_through_filesdir(project: Project) -> None:
+    """``files = [...]`` under recipes/<name>/: read by the build as ${FILESDIR}/<file>, and a
+    changed file rebuilds the package (and, its output changing, its dependents)."""
+    files = project.root / "recipes" / "a"
+    files.mkdir()
+    (files / "conf").write_text("one\n")
+    pkg(
+        project,
+        "a",
+        body='files = ["conf"]',
+        install='mkdir -p "$DESTDIR$PREFIX/share" && cp "$FILESDIR/conf" "$DESTDIR$PREFIX/share/a.txt"',
+    )
+    pkg(project, "b", ("a",))
+    assert ok(project.doit()).packages_ran() == ["a", "b"]
+    assert share(project, "a") == "one\n"
+    os.utime(files / "conf")  # touched, same content: nothing
+    assert ok(project.doit()).packages_ran() == []
+    (files / "conf").write_text("two\n")
+    assert ok(project.doit()).packages_ran() == ["a", "b"]
+    assert share(project, "b") == "two\nb 1.0\n"
+    (files / "conf").unlink()
+    r = project.doit("list")
+    assert r.code == 3 and "files[0]" in r.err and "recipes/a.toml" in r.err, r.err
+
+
 def test_runs_without_sqlite3_and_bz2(project: Project) -> None:
     pkg(project, "a")
     bz2_recipe(project, "b", ("a",))
@@ -737,8 +762,18 @@ def test_builds_have_no_network_unless_the_config_allows_it(project: Project) ->
         assert "reached-net2" not in log
         assert "unreachable" in log.lower() or "refused" in log.lower(), log
 
-        project.config('platform = "sandbox"\njobs = 2\nisolate_network = false\n')
+        # a step that acts on the machine's network says so in its recipe
+        edit(
+            project.root / "recipes" / "a.toml",
+            'build_system = "script"',
+            'build_system = "script"\nnetwork = true',
+        )
         ok(project.doit())
         assert "reached-net2" in (project.root / "cache" / "logs" / "a.log").read_text()
+        # and the config can turn isolation off for every build
+        pkg(project, "b", extra=connect)
+        project.config('platform = "sandbox"\njobs = 2\nisolate_network = false\n')
+        ok(project.doit())
+        assert "reached-net2" in (project.root / "cache" / "logs" / "b.log").read_text()
     finally:
         listener.close()
