@@ -46,9 +46,9 @@ from doit.exceptions import InvalidDodoFile, TaskError, TaskFailed
 from doit.task import Task
 
 from tasks import checker, lock, manifest
-from tasks.build import TAIL_LINES, BuildAction, StepFailed
+from tasks.build import TAIL_LINES, BuildAction, StepFailed, clean_paths
 from tasks.config import Paths
-from tasks.fsutil import MountedError, atomic_write, mounts_under, safe_rmtree
+from tasks.fsutil import atomic_write, mounts_under, safe_rmtree
 from tasks.mirror import Verified, fetch_source
 from tasks.platform import Platform
 from tasks.recipe import RecipeError, RecipeErrors, Source, _Checker, expand
@@ -614,31 +614,10 @@ class OutputsRecorded:
 def clean_stage(
     paths: Paths, tree: Path, name: str, clean: tuple[str, ...], record: Path, dryrun: bool = False
 ) -> None:
-    """``doit clean <stage>``: remove the stage's outputs, so the next run makes them again.
-    Refused, with a message and a non-zero exit, while anything is mounted under the tree
-    (the toolkit bind-mounts the host's /dev under build/toolchain) or another doit works in
-    the project; never deletes across a mount point."""
-    targets = [tree / p for p in clean] + [record]
-    if dryrun:
-        for t in targets:
-            print(f"would remove {t}")
-        return
-    try:
-        lock.acquire(paths.state)
-    except lock.LockedError as e:  # doit would print a traceback and exit 0
-        raise SystemExit(f"doit clean {name}: {e}") from None
-    try:
-        mounted = mounts_under(tree)
-        if mounted:
-            raise MountedError(
-                f"refusing to clean: mounted under the Azure Linux tree {tree}: "
-                f"{', '.join(mounted)}. Nothing was deleted. Unmount them (e.g. "
-                f"{tree / SAFEUNMOUNT} {tree / 'build'}), then run again."
-            )
-        for t in targets:
-            safe_rmtree(t)
-    except MountedError as e:
-        raise SystemExit(f"doit clean {name}: {e}") from None
+    """``doit clean <stage>``: remove the stage's outputs, so the next run makes them again;
+    refused while anything is mounted under the tree (the toolkit bind-mounts the host's
+    /dev under build/toolchain: unmount with its toolkit/scripts/safeunmount.sh)."""
+    clean_paths(paths, name, [tree / p for p in clean] + [record], dryrun, mount_root=tree)
 
 
 # --------------------------------------------------------------------------- the tasks

@@ -30,7 +30,7 @@ from doit.exceptions import TaskError, TaskFailed
 
 from tasks import buildsys, lock, manifest
 from tasks.config import Paths
-from tasks.fsutil import safe_rmtree
+from tasks.fsutil import MountedError, mounts_under, safe_rmtree
 from tasks.platform import Platform
 from tasks.recipe import Build, expand
 from tasks.unpack import unpack
@@ -265,19 +265,40 @@ def stop_all_builds() -> None:
         kill_group(proc)
 
 
-def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
-    """``doit clean PKG``: remove the build tree, the stage and the manifest (never the
-    mirror), so the next run rebuilds the package. Files it merged into ROOT stay until
-    that rebuild replaces them (``cache/installed/PKG.json`` remembers them). Refused, with
-    a non-zero exit, while another doit works in the project."""
-    targets = [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)]
+def clean_paths(
+    paths: Paths,
+    name: str,
+    targets: list[Path],
+    dryrun: bool = False,
+    mount_root: Path | None = None,
+) -> None:
+    """What every ``doit clean`` does: under ``--dry-run`` print the targets; else take the
+    project lock and delete them, never across a mount point. Refused with one line and a
+    non-zero exit (doit itself would print a traceback and exit 0) while another doit works
+    in the project or, with ``mount_root``, while anything is mounted under it."""
     if dryrun:
         for t in targets:
             print(f"would remove {t}")
         return
     try:
         lock.acquire(paths.state)
-    except lock.LockedError as e:  # doit would print a traceback and exit 0
+        mounted = mounts_under(mount_root) if mount_root else []
+        if mounted:
+            raise MountedError(
+                f"refusing to clean: mounted under {mount_root}: {', '.join(mounted)}. "
+                "Nothing was deleted; "
+                "unmount them, then run again."
+            )
+        for t in targets:
+            safe_rmtree(t)
+    except (lock.LockedError, MountedError) as e:
         raise SystemExit(f"doit clean {name}: {e}") from None
-    for t in targets:
-        safe_rmtree(t)
+
+
+def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
+    """``doit clean PKG``: remove the build tree, the stage and the manifest (never the
+    mirror), so the next run rebuilds the package. Files it merged into ROOT stay until
+    that rebuild replaces them (``cache/installed/PKG.json`` remembers them)."""
+    clean_paths(
+        paths, name, [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)], dryrun
+    )
