@@ -25,10 +25,20 @@ declare -A need=(
   [gcc]=gcc [g++]=g++ [make]=make [patch]=patch [pkg-config]=pkg-config [xz]=xz-utils
   [bzip2]=bzip2 [zstd]=zstd [gzip]=gzip [tar]=tar [ldd]=libc-bin [curl]=curl [mount]=mount
   [git]=git [dot]=graphviz
+  # what the sandbox recipes need beyond a compiler: jq's autoreconf, iproute2's parser,
+  # ncurses' autoreconf-dickey (m4), meson (python3)
+  [m4]=m4 [autoreconf]=autoconf [automake]=automake [libtoolize]=libtool [bison]=bison
+  [flex]=flex [python3]=python3
 )
 missing=()
 for tool in "${!need[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
+done
+# headers the sandbox recipes link against (util-linux's runuser: PAM; rpm: OpenSSL; zlib)
+for header in security/pam_appl.h:libpam0g-dev openssl/ssl.h:libssl-dev zlib.h:zlib1g-dev \
+              ffi.h:libffi-dev magic.h:libmagic-dev lzma.h:liblzma-dev; do
+  [ -e "/usr/include/${header%%:*}" ] || [ -e "/usr/include/x86_64-linux-gnu/${header%%:*}" ] ||
+    missing+=("${header##*:}")
 done
 python=${PYTHON:-/usr/bin/python3}
 "$python" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
