@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -139,6 +140,44 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path / "proj")
+
+
+def real_project(root: Path, *names: str, keep_build: bool = False) -> Project:
+    """A project at ``root`` with copies of the repository's recipes ``names`` (dependencies
+    included by the caller), the repository's ``mirror/`` as a local mirror, two jobs."""
+    project = Project(root)
+    for name in names:
+        shutil.copy(REPO / "recipes" / f"{name}.toml", project.root / "recipes")
+    config = 'platform = "sandbox"\njobs = 2\n'
+    if (REPO / "mirror").is_dir():
+        config += f"mirrors = [{json.dumps(str(REPO / 'mirror'))}]\n"
+    if keep_build:
+        config += "keep_build = true\n"
+    project.config(config)
+    return project
+
+
+def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command that must succeed; its output in the assertion message if not."""
+    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
+    assert out.returncode == 0, f"{argv}: exit {out.returncode}\n{out.stdout}{out.stderr}"
+    return out
+
+
+def sandbox_version(name: str) -> str:
+    """The version the sandbox builds by default of the repository's recipe ``name``."""
+    from tasks.recipe import parse_recipe
+
+    recipe, errors = parse_recipe(REPO / "recipes" / f"{name}.toml")
+    assert recipe is not None, errors
+    return recipe.for_platform("sandbox").version.version
+
+
+def links_into_sandbox(project: Project, binary: Path, library: str) -> None:
+    """``binary`` loads ``library`` from the project's sandbox root, not from the host."""
+    ldd = run("ldd", binary).stdout
+    line = next((ln for ln in ldd.splitlines() if library in ln), None)
+    assert line and str(project.sandbox_root.resolve()) in line, ldd
 
 
 @pytest.fixture(scope="session")

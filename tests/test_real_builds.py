@@ -8,25 +8,17 @@ archive cannot be reached at all.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import REPO, Project
+from tests.conftest import real_project
 
 pytestmark = pytest.mark.network
 
 
-def real_project(tmp_path, *names: str) -> Project:
-    project = Project(tmp_path / "proj")
-    for name in names:
-        shutil.copy(REPO / "recipes" / f"{name}.toml", project.root / "recipes")
-    return project
-
-
 def test_pcre2_grep_chain(tmp_path, archive: str) -> None:
-    project = real_project(tmp_path, "pcre2", "grep")
+    project = real_project(tmp_path / "proj", "pcre2", "grep")
     r = project.doit()
     assert r.code == 0, r.out + r.err
     assert r.packages_ran() == ["pcre2", "grep"]
@@ -59,7 +51,7 @@ def test_pcre2_grep_chain(tmp_path, archive: str) -> None:
 
 
 def test_lua_and_popt(tmp_path, archive: str) -> None:
-    project = real_project(tmp_path, "lua", "popt")
+    project = real_project(tmp_path / "proj", "lua", "popt")
     r = project.doit()
     assert r.code == 0, r.out + r.err
     assert sorted(r.packages_ran()) == ["lua", "popt"]

@@ -16,19 +16,13 @@ The tests skip only when the archive cannot be reached at all.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
-from tasks.download import debian_archive_uri
-from tasks.recipe import parse_recipe
-from tests.conftest import REPO, Project
+from tests.conftest import Project, links_into_sandbox, real_project, run, sandbox_version
 from tests.httpserver import serve
 
 pytestmark = pytest.mark.network
@@ -39,52 +33,6 @@ RECIPES = (
     "dropbear", "git", "cmake", "attr", "acl", "libcap", "bzip2", "cdrkit", "oniguruma", "jq",
     "zstd", "wget", "rsync", "util-linux", "parted",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def archive() -> str:
-    uri = debian_archive_uri()
-    if uri is None:
-        pytest.skip("no Debian archive in the apt sources")
-    try:
-        requests.head(uri + "/", timeout=10)
-    except requests.RequestException as e:
-        pytest.skip(f"Debian's archive cannot be reached: {e}")
-    return uri
-
-
-def real_project(root: Path, *names: str) -> Project:
-    """A project with copies of the repository's recipes ``names``, the repository's
-    ``mirror/`` as a local mirror, two jobs."""
-    project = Project(root)
-    for name in names:
-        shutil.copy(REPO / "recipes" / f"{name}.toml", project.root / "recipes")
-    config = 'platform = "sandbox"\njobs = 2\n'
-    if (REPO / "mirror").is_dir():
-        config += f"mirrors = [{json.dumps(str(REPO / 'mirror'))}]\n"
-    project.config(config)
-    return project
-
-
-def run(*argv: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
-    assert out.returncode == 0, f"{argv}: exit {out.returncode}\n{out.stdout}{out.stderr}"
-    return out
-
-
-def sandbox_version(name: str) -> str:
-    """The version the sandbox builds by default (the recipe alone is parsed: the others may
-    be in the middle of an edit)."""
-    recipe, errors = parse_recipe(REPO / "recipes" / f"{name}.toml")
-    assert recipe is not None, errors
-    return recipe.for_platform("sandbox").version.version
-
-
-def links_into_sandbox(project: Project, binary: Path, library: str) -> None:
-    """``binary`` loads ``library`` from the project's sandbox root, not from the host."""
-    ldd = run("ldd", binary).stdout
-    line = next((ln for ln in ldd.splitlines() if library in ln), None)
-    assert line and str(project.sandbox_root.resolve()) in line, ldd
 
 
 # ----------------------------------------------------------------------------- default run

@@ -16,44 +16,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
-from tasks.download import debian_archive_uri
-from tasks.recipe import parse_recipe
-from tests.conftest import REPO, Project
+from tests.conftest import Project, links_into_sandbox, real_project, run, sandbox_version
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def archive() -> str:
-    uri = debian_archive_uri()
-    if uri is None:
-        pytest.skip("no Debian archive in the apt sources")
-    try:
-        requests.head(uri + "/", timeout=10)
-    except requests.RequestException as e:
-        pytest.skip(f"Debian's archive cannot be reached: {e}")
-    return uri
-
-
-def real_project(tmp_path: Path, *names: str, keep_build: bool = False) -> Project:
-    """A project with copies of the repository's recipes ``names`` (dependencies included by
-    the caller), the repository's ``mirror/`` as a local mirror, two jobs."""
-    project = Project(tmp_path / "proj")
-    for name in names:
-        shutil.copy(REPO / "recipes" / f"{name}.toml", project.root / "recipes")
-    config = 'platform = "sandbox"\njobs = 2\n'
-    if (REPO / "mirror").is_dir():
-        config += f"mirrors = [{json.dumps(str(REPO / 'mirror'))}]\n"
-    if keep_build:
-        config += "keep_build = true\n"
-    project.config(config)
-    return project
 
 
 def build(project: Project, target: str, timeout: float = 3600) -> None:
@@ -62,32 +31,12 @@ def build(project: Project, target: str, timeout: float = 3600) -> None:
     assert target in r.packages_ran(), r.out
 
 
-def run(*argv: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
-    assert out.returncode == 0, f"{argv}: exit {out.returncode}\n{out.stdout}{out.stderr}"
-    return out
-
-
-def sandbox_version(name: str) -> str:
-    """The version the sandbox builds by default (the recipe alone is parsed: the others may
-    be in the middle of an edit)."""
-    recipe, errors = parse_recipe(REPO / "recipes" / f"{name}.toml")
-    assert recipe is not None, errors
-    return recipe.for_platform("sandbox").version.version
-
-
-def links_into_sandbox(project: Project, binary: Path, library: str) -> None:
-    ldd = run("ldd", binary).stdout
-    line = next((ln for ln in ldd.splitlines() if library in ln), None)
-    assert line and str(project.sandbox_root.resolve()) in line, ldd
-
-
 # ----------------------------------------------------------------------------- default run
 
 
 def test_autoconf_dickey_regenerates_ncurses_and_tic_works(tmp_path: Path, archive: str) -> None:
     assert shutil.which("m4"), "autoconf-dickey needs GNU m4 on the build machine (apt: m4)"
-    project = real_project(tmp_path, "autoconf-dickey", "ncurses", keep_build=True)
+    project = real_project(tmp_path / "proj", "autoconf-dickey", "ncurses", keep_build=True)
     r = project.doit("ncurses", timeout=1200)
     assert r.code == 0, r.out + r.err
     assert r.packages_ran() == ["autoconf-dickey", "ncurses"]
@@ -139,7 +88,7 @@ def test_autoconf_dickey_regenerates_ncurses_and_tic_works(tmp_path: Path, archi
 
 @pytest.mark.slow
 def test_tcl_runs_a_script(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "tcl")
+    project = real_project(tmp_path / "proj", "tcl")
     build(project, "tcl")
     script = tmp_path / "t.tcl"
     script.write_text('puts "[expr {6*7}] [info patchlevel]"\n')
@@ -149,7 +98,7 @@ def test_tcl_runs_a_script(tmp_path: Path, archive: str) -> None:
 
 @pytest.mark.slow
 def test_sqlite_runs_a_query(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "tcl", "sqlite")
+    project = real_project(tmp_path / "proj", "tcl", "sqlite")
     build(project, "sqlite")
     # the full source tree is turned into sqlite3.c by the sandbox's tclsh
     log = (project.root / "cache" / "logs" / "sqlite.log").read_text()
@@ -162,7 +111,9 @@ def test_sqlite_runs_a_query(tmp_path: Path, archive: str) -> None:
 
 @pytest.mark.slow
 def test_rpm_initialises_and_queries_an_empty_root(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "bzip2", "zstd", "lua", "popt", "tcl", "sqlite", "rpm")
+    project = real_project(
+        tmp_path / "proj", "bzip2", "zstd", "lua", "popt", "tcl", "sqlite", "rpm"
+    )
     build(project, "rpm")
     rpm = project.installed("bin/rpm")
     assert "RPM version 4.18" in run(rpm, "--version").stdout
@@ -180,7 +131,7 @@ def test_rpm_initialises_and_queries_an_empty_root(tmp_path: Path, archive: str)
 
 @pytest.mark.slow
 def test_pcre_matches(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "pcre")
+    project = real_project(tmp_path / "proj", "pcre")
     build(project, "pcre")
     grep = project.installed("bin/pcregrep")
     out = run(grep, "-o", r"\d+(?=bar)", input="foo123bar\n").stdout
@@ -190,7 +141,7 @@ def test_pcre_matches(tmp_path: Path, archive: str) -> None:
 
 @pytest.mark.slow
 def test_ninja_and_meson_build_a_project(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "ninja", "meson")
+    project = real_project(tmp_path / "proj", "ninja", "meson")
     build(project, "meson")
     ninja, meson = project.installed("bin/ninja"), project.installed("bin/meson")
     assert run(ninja, "--version").stdout.strip() == sandbox_version("ninja")
@@ -208,7 +159,7 @@ def test_ninja_and_meson_build_a_project(tmp_path: Path, archive: str) -> None:
 
 @pytest.mark.slow
 def test_glib_links_a_program_through_pkg_config(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "pcre2", "ninja", "meson", "glib")
+    project = real_project(tmp_path / "proj", "pcre2", "ninja", "meson", "glib")
     build(project, "glib")
     src = tmp_path / "g.c"
     src.write_text(
@@ -233,7 +184,7 @@ def test_glib_links_a_program_through_pkg_config(tmp_path: Path, archive: str) -
 
 @pytest.mark.slow
 def test_qemu_img_creates_an_image(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "pcre2", "ninja", "meson", "glib", "qemu")
+    project = real_project(tmp_path / "proj", "pcre2", "ninja", "meson", "glib", "qemu")
     build(project, "qemu")
     qemu_img = project.installed("bin/qemu-img")
     image = tmp_path / "disk.qcow2"
@@ -245,7 +196,7 @@ def test_qemu_img_creates_an_image(tmp_path: Path, archive: str) -> None:
 
 @pytest.mark.slow
 def test_mkfs_fat_formats_an_image(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "dosfstools")
+    project = real_project(tmp_path / "proj", "dosfstools")
     build(project, "dosfstools")
     image = tmp_path / "fat.img"
     run(project.installed("sbin/mkfs.fat"), "-C", "-n", "AZLTEST", image, "1440")
@@ -261,7 +212,7 @@ def test_mkfs_fat_formats_an_image(tmp_path: Path, archive: str) -> None:
 
 @pytest.mark.slow
 def test_ip_reports_its_version(tmp_path: Path, archive: str) -> None:
-    project = real_project(tmp_path, "iproute2")
+    project = real_project(tmp_path / "proj", "iproute2")
     build(project, "iproute2")
     out = run(project.installed("sbin/ip"), "-V").stdout
     assert f"iproute2-{sandbox_version('iproute2')}" in out, out
