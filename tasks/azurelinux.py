@@ -67,7 +67,6 @@ STAGE_VARIABLES = frozenset({"ROOT", "PREFIX", "LIBDIR", "TARGET", "JOBS", "PLAT
     "TREE",
     "GO_BIN",
 }
-_VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 # a fixed identity and date: the same snapshot and fixes always give the same commits
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "azl-bootstrap",
@@ -155,28 +154,9 @@ def _rel_paths(c: _Checker, table: dict, key: str, where: str) -> tuple[str, ...
     return tuple(values)
 
 
-def _check_vars(c: _Checker, fld: str, value: str) -> None:
-    for m in _VAR.finditer(value):
-        if m.group(1) != "$" and m.group(2) not in STAGE_VARIABLES:
-            known = ", ".join(sorted(STAGE_VARIABLES))
-            c.err(fld, f"unknown variable ${{{m.group(2)}}} (known: {known})")
-
-
-def _str_table(c: _Checker, table: dict, key: str, where: str) -> dict[str, str]:
-    value = c.typed(table, key, dict, where, {})
-    out = {}
-    for k, v in value.items():
-        if isinstance(v, str):
-            _check_vars(c, f"{where}{key}.{k}", v)
-            out[k] = v
-        else:
-            c.err(f"{where}{key}.{k}", f"expected a string, got {type(v).__name__}")
-    return out
-
-
 def load_stages(path: Path) -> Stages:
     """Read and validate ``stages.toml``; ``RecipeErrors`` names the file and every bad field."""
-    c = _Checker(path)
+    c = _Checker(path, STAGE_VARIABLES)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -185,8 +165,8 @@ def load_stages(path: Path) -> Stages:
     c.keys(data, {"path", "env", "tree", "stages"}, "")
     common_path = c.str_list(data, "path", "", check_vars=False)
     for i, p in enumerate(common_path):
-        _check_vars(c, f"path[{i}]", p)
-    common_env = _str_table(c, data, "env", "")
+        c.vars(f"path[{i}]", p)
+    common_env = c.str_table(data, "env", "")
 
     raw = c.typed(data, "tree", dict, "", {})
     c.keys(raw, {"step", "description", "target", "dir", "unconfirmed", "source", "fixes"}, "tree.")
@@ -261,14 +241,14 @@ def load_stages(path: Path) -> Stages:
                 c.err(f"{where}retry.patterns[{i}]", f"not a regular expression: {e}")
         stage_path = c.str_list(st, "path", where, check_vars=False)
         for i, p in enumerate(stage_path):
-            _check_vars(c, f"{where}path[{i}]", p)
+            c.vars(f"{where}path[{i}]", p)
         stages[name] = Stage(
             name=name,
             step=c.typed(st, "step", str, where, ""),
             description=c.typed(st, "description", str, where, ""),
             make_target=make_target,
-            make_vars=_str_table(c, st, "make_vars", where),
-            env={**common_env, **_str_table(c, st, "env", where)},
+            make_vars=c.str_table(st, "make_vars", where),
+            env={**common_env, **c.str_table(st, "env", where)},
             path=tuple(common_path + stage_path),
             after=after,
             depends=tuple(c.str_list(st, "depends", where, check_vars=False)),

@@ -16,7 +16,6 @@ the cascade there (early cutoff). file_dep sets iterate sorted, so ``doit list -
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -36,7 +35,15 @@ from tasks.fsutil import atomic_write
 from tasks.graph import to_dot, topo_order
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
 from tasks.platform import Platform, detect
-from tasks.recipe import Build, Recipe, RecipeError, RecipeErrors, Source, load_recipes
+from tasks.recipe import (
+    Build,
+    Recipe,
+    RecipeError,
+    RecipeErrors,
+    Source,
+    load_recipes,
+    step_rank,
+)
 from tasks.report import make_reporter
 
 # Bump when the meaning of a build changes (templates, environment): every package reruns.
@@ -51,25 +58,13 @@ class SortedSet(set):
         return iter(sorted(set.__iter__(self)))
 
 
-def _flatten(d: dict[str, Any]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        if key == "recipe":
-            flat.update(value)
-        elif isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
 class Signature:
     """uptodate: the recipe's normalised content and the platform are what they were at the
     last successful build. ``doit info PKG`` shows which fields changed."""
 
     def __init__(self, signature: dict[str, Any]):
-        # flat: {"engine": 1, "platform.TARGET": ..., "configure_args": [...], ...}
-        self.signature = _flatten(signature)
+        # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
+        self.signature = signature
         self.changed: list[str] | None = None
 
     def __call__(self, task: Task, values: dict[str, Any]) -> bool:
@@ -158,9 +153,8 @@ class Project:
         )
 
     def _step_key(self, name: str) -> tuple[int, int, str]:
-        """Order of the procedure: host steps (H), guest steps (V), toolkit steps (A)."""
-        m = re.match(r"([HVA])(\d+)", self.builds[name].recipe.step)
-        return ("HVA".index(m.group(1)) + 1, int(m.group(2)), name) if m else (0, 0, name)
+        """The procedure's order, then the name."""
+        return (*step_rank(self.builds[name].recipe.step), name)
 
     def _resolve(self) -> dict[str, Build]:
         """The packages of this platform: a recipe may make none (``platforms``), one, or a
@@ -295,8 +289,8 @@ class Project:
         file_dep += [str(paths.manifest(d)) for d in build.depends if d not in checkpoints]
         signature = {
             "engine": ENGINE_VERSION,
-            "platform": self.platform.signature(),
-            "recipe": build.signature(),
+            **{f"platform.{k}": v for k, v in self.platform.signature().items()},
+            **build.signature(),
         }
         doc = f"{build.version.version}  {recipe.description}".rstrip()
         if build.version.substitute_for:

@@ -53,6 +53,7 @@ VARIABLES = frozenset(
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_STEP = re.compile(r"([HVA])(\d+)")  # host, guest (V) and toolkit (A) steps of procedure.md
 
 _TOP_KEYS = {
     "name", "description", "version", "versions", "depends", "build_system",
@@ -283,12 +284,17 @@ def expand(value: str, variables: dict[str, str]) -> str:
     return _VAR.sub(sub, value)
 
 
-def bad_variables(value: str) -> list[str]:
-    """The ``${NAME}`` references in ``value`` that are not recipe variables."""
+def step_rank(step: str) -> tuple[int, int]:
+    """Where a step comes in the procedure: H1.. before V1.. before A1..; no step first."""
+    m = _STEP.fullmatch(step)
+    return ("HVA".index(m.group(1)) + 1, int(m.group(2))) if m else (0, 0)
+
+
+def bad_variables(value: str, known: frozenset[str] = VARIABLES) -> list[str]:
+    """The ``${NAME}`` references in ``value`` that are not among ``known`` (recipe
+    variables by default)."""
     return [
-        m.group(2)
-        for m in _VAR.finditer(value)
-        if m.group(1) != "$" and m.group(2) not in VARIABLES
+        m.group(2) for m in _VAR.finditer(value) if m.group(1) != "$" and m.group(2) not in known
     ]
 
 
@@ -296,10 +302,11 @@ def bad_variables(value: str) -> list[str]:
 
 
 class _Checker:
-    """Collects the errors of one recipe file."""
+    """Collects the errors of one data file (a recipe; the stages file, with its own set of
+    ``${VARIABLES}``)."""
 
-    def __init__(self, path: Path):
-        self.path, self.errors = path, []
+    def __init__(self, path: Path, variables: frozenset[str] = VARIABLES):
+        self.path, self.errors, self.variables = path, [], variables
 
     def err(self, fld: str, msg: str) -> None:
         self.errors.append(RecipeError(self.path, fld, msg))
@@ -340,8 +347,8 @@ class _Checker:
         return {k: v for k, v in value.items() if isinstance(v, str)}
 
     def vars(self, fld: str, value: str) -> None:
-        for name in bad_variables(value):
-            known = ", ".join(sorted(VARIABLES))
+        for name in bad_variables(value, self.variables):
+            known = ", ".join(sorted(self.variables))
             self.err(
                 fld, f"unknown variable ${{{name}}} (known: {known}; write $$ for a literal $)"
             )
@@ -499,6 +506,9 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
             c.err(
                 f"platforms[{i}]", f"unknown platform {plat!r} (platforms: {', '.join(PLATFORMS)})"
             )
+    step = c.typed(data, "step", str, "", "")
+    if step and not _STEP.fullmatch(step):
+        c.err("step", f"{step!r} is not a step of the procedure (H1, V26, A3, ...)")
     running_machine = c.typed(data, "running_machine", str, "", None)
     if running_machine is not None and build_system != "script":
         c.err("running_machine", "a checkpoint is a `script` step")
@@ -522,7 +532,7 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
         platforms=tuple(platforms),
         chain=chain,
         running_machine=running_machine,
-        step=c.typed(data, "step", str, "", ""),
+        step=step,
         files=files,
         network=c.typed(data, "network", bool, "", False),
     )

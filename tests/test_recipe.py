@@ -18,6 +18,7 @@ from tasks.recipe import (
     expand,
     load_recipes,
     parse_recipe,
+    step_rank,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -769,3 +770,10 @@ def test_doit_lists_a_valid_recipe_set(project) -> None:
     r = project.doit("list", env=NO_PYC)
     assert r.code == 0, r.out + r.err
     assert {"a", "b", "all", "mirror"} <= set(r.out.split())
+
+
+def test_step_must_be_a_step_of_the_procedure(rdir: Path) -> None:
+    path = write(rdir, "a", 'step = "V 26"\n')
+    assert "not a step of the procedure" in error_for(rdir, path, "step").message
+    assert step_rank("H7") < step_rank("V1") < step_rank("V26") < step_rank("A1")
+    assert step_rank("") == (0, 0)

@@ -15,7 +15,7 @@ import pytest
 
 from tasks.config import Config
 from tasks.loader import Project
-from tasks.recipe import PLATFORMS, load_recipes
+from tasks.recipe import PLATFORMS, load_recipes, step_rank
 from tests.conftest import REPO
 
 RECIPES = load_recipes(REPO / "recipes")
@@ -27,9 +27,9 @@ def plan(monkeypatch: pytest.MonkeyPatch, platform: str) -> Project:
 
 
 def step_number(step: str) -> tuple[int, int]:
-    m = re.fullmatch(r"([HVA])(\d+)", step)
-    assert m, f"bad step {step!r}"
-    return "HVA".index(m.group(1)), int(m.group(2))
+    rank = step_rank(step)
+    assert rank != (0, 0), f"bad step {step!r}"
+    return rank
 
 
 def test_every_recipe_names_its_procedure_step() -> None:
