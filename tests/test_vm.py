@@ -1,0 +1,128 @@
+"""The VM task with a real qemu under TCG and a real guest made from Debian's packages
+(``tests/vmimage.py``): SATA disk, e1000 NIC, user-net DHCP, dropbear with generated keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.link import Endpoint, LinkError
+from tasks.vm import VM, VMError, VMSpec, group_alive
+from tests.conftest import REPO
+from tests.vmimage import make_guest, missing_tools
+
+pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"missing: {missing_tools()}")
+
+
+def spec_for(tmp_path: Path, ssh: bool = True, **kw: object) -> VMSpec:
+    guest = make_guest(tmp_path / "guest", ssh=ssh)
+    return VMSpec(
+        image=guest.disk,
+        logs=tmp_path / "logs",
+        state=tmp_path / "state",
+        client_key=guest.client_key,
+        host_key_pub=guest.host_key_pub,
+        kernel=guest.kernel,
+        initrd=guest.initrd,
+        cores=1,
+        memory_mb=512,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def group_gone(pgid: int) -> bool:
+    return not group_alive(pgid)
+
+
+def test_the_vm_boots_answers_over_ssh_and_powers_off(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, size=2 << 30, boot_timeout=180)
+    with VM(spec) as vm:
+        assert vm.link is not None
+        print(f"boot to SSH under TCG: {vm.boot_seconds:.1f} s")
+        r = vm.link.run(
+            "grep ' / ' /proc/mounts; readlink /sys/class/net/eth0/device/driver;"
+            " readlink -f /sys/block/sda/device; echo hello > /root/from-host; sync"
+        )
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.decode()
+        assert "/dev/sda1 / ext4 rw" in out  # the SATA disk is the root, as in the real guest
+        assert out.splitlines()[1].endswith("/e1000")  # the seed's NIC
+        assert "/ata" in out.splitlines()[2]  # sda hangs off the AHCI (libata) controller
+
+        # a guest with another host key is refused, not trusted on first use
+        other = tmp_path / "other.pub"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "other"])
+        impostor = Endpoint(vm.port, spec.client_key, other, tmp_path / "state2")
+        with pytest.raises(LinkError, match="not the one recorded"):
+            impostor.wait_up(30)
+        pgid = vm.proc.pid
+    # stopped cleanly: the guest powered itself off, qemu exited on its own
+    assert vm.proc.returncode == 0
+    assert "reboot: Power down" in spec.console_log.read_text()
+    assert group_gone(pgid)
+    # the image was grown sparsely to the configured size and the guest's write reached it
+    st = spec.image.stat()
+    assert st.st_size == 2 << 30
+    assert st.st_blocks * 512 < 200 << 20
+    assert b"hello\n" in spec.image.read_bytes()[: 66 << 20]
+
+
+def test_a_guest_without_ssh_fails_within_the_timeout_with_the_console(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, ssh=False, boot_timeout=45)
+    vm = VM(spec)
+    start = time.monotonic()
+    with pytest.raises(VMError) as err:
+        vm.__enter__()
+    took = time.monotonic() - start
+    assert took < spec.boot_timeout + 40
+    message = str(err.value)
+    assert "the VM did not come up" in message
+    assert "no SSH answer from 127.0.0.1" in message
+    assert "guest: no ssh server in this image" in message  # the console's last lines
+    assert vm.proc is not None and group_gone(vm.proc.pid)
+
+
+def test_no_qemu_outlives_a_killed_doit(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from tasks.vm import VM, VMSpec
+        vm = VM(VMSpec(image=Path({str(spec.image)!r}), logs=Path({str(spec.logs)!r}),
+                       state=Path({str(spec.state)!r}), client_key=Path("k"),
+                       host_key_pub=Path("k.pub"), kernel=Path({str(spec.kernel)!r}),
+                       initrd=Path({str(spec.initrd)!r}), cores=1, memory_mb=256))
+        vm.start()
+        print(vm.proc.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    pgid = int(holder.stdout.readline())
+    try:
+        time.sleep(2)
+        assert not group_gone(pgid)  # qemu runs
+        qemu = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout
+        assert len(qemu.split()) >= 2, "no qemu in the supervisor's group"
+        holder.send_signal(signal.SIGKILL)  # the doit that started it dies without a word
+        holder.wait()
+        for _ in range(50):
+            if group_gone(pgid):
+                break
+            time.sleep(0.2)
+        assert group_gone(pgid), "qemu outlived the process that started it"
+    finally:
+        holder.kill()
+        if not group_gone(pgid):
+            os.killpg(pgid, signal.SIGKILL)
