@@ -36,8 +36,10 @@ def guest_python(archive: str, jobs: int = 2) -> Path:
     """The ``bin/python3.11`` of the cached build; builds it first if absent."""
     prefix = cache_dir() / SHA256[:16]
     python = prefix / "bin" / "python3.11"
-    if python.exists():
+    done = prefix / ".complete"  # written last: a killed build is redone, not half-used
+    if done.exists():
         return python
+    shutil.rmtree(prefix, ignore_errors=True)
     from tasks.download import fetch
 
     work = cache_dir() / "work"
@@ -61,6 +63,7 @@ def guest_python(archive: str, jobs: int = 2) -> Path:
             if code:
                 raise RuntimeError(f"guest-like Python: {' '.join(cmd)} failed, see {log}")
     shutil.rmtree(work)
+    done.write_text(SHA256 + "\n")
     return python
 
 

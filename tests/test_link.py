@@ -34,6 +34,7 @@ def guest_project(root: Path) -> Project:
     project = Project(root)
     (root / "azl-bootstrap.toml").unlink()  # the guest decides its platform itself
     shutil.copytree(REPO / "tasks", root / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root)  # names doit's state backend (no install)
     return project
 
 
