@@ -20,6 +20,8 @@ Every key is optional::
                                   # every platform; false: on none; default: the guest only
     [versions]
     grep = "3.11"                 # pick a version other than the recipe's default
+    [vm]                          # the guest VM run from the host: see tasks/guestdrive.py
+    size = "400G"                 # image, host_key, client_key, cores, memory_mb, kvm, ...
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _TYPES: dict[str, type] = {
     "versions": dict,
     "azurelinux_tree": str,
     "azurelinux_stages": bool,
+    "vm": dict,
 }
 
 
@@ -66,6 +69,7 @@ class Config:
     versions: dict[str, str] = field(default_factory=dict)
     azurelinux_tree: str | None = None  # None: the platform's default in stages.toml
     azurelinux_stages: bool | None = None  # None: the toolkit stages exist in the guest only
+    vm: dict[str, Any] = field(default_factory=dict)  # checked by tasks.guestdrive.vm_settings
 
 
 def load_config(project: Path) -> Config:

@@ -1,0 +1,155 @@
+"""From the host, run the guest plan inside the VM: boot, push, install, run, power off.
+
+``drive(project, settings, args)`` is what a host task such as ``doit toolchain`` does:
+
+1. boot the live-bootstrap image (``tasks.vm``) and wait for SSH with the recorded host key;
+2. push the project (``tasks.push``: only what changed), its ``mirror/`` and the wheelhouse
+   (``cache/wheelhouse``, made on the host once: ``tasks.wheelhouse``);
+3. install the engine's dependencies into the guest's Python offline, unless it imports them;
+4. run the guest ``doit`` with the same task names and options (``tasks.guestrun``): its
+   output live here, its exit code ours, followed across the kexec and dropped connections;
+5. power the guest off (always, also on failure; a killed host ``doit`` takes qemu with it).
+
+The settings come from the ``[vm]`` table of ``azl-bootstrap.toml`` (``vm_settings``); the
+image, its host key and the client key are what the host-side image task produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tasks.guestrun import GuestRun
+from tasks.link import Endpoint, quote
+from tasks.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
+from tasks.recipe import RecipeError
+from tasks.vm import VM, VMSpec
+from tasks.wheelhouse import engine_requirements, install_command, make_wheelhouse
+
+ENGINE_IMPORTS = "import doit, psutil, xxhash, requests, tqdm"
+
+
+@dataclass
+class GuestSettings:
+    """``[vm]`` of the config; paths relative to the project."""
+
+    image: str = "cache/lb/image.img"
+    host_key: str = "cache/lb/guest_host_key.pub"  # recorded when the image was made
+    client_key: str = "cache/lb/guest_client_key"  # its .pub is authorised in the guest
+    size: str = "400G"  # the disk grows to this (sparse) before the first boot
+    cores: int = 2
+    memory_mb: int = 4096
+    kvm: bool = False  # preflight's verdict; TCG otherwise
+    boot_timeout: int = 900
+    dest: str = "/root/azl-bootstrap"  # the project's place in the guest
+    python: str = "python3"
+    setup: str = ""  # shell run before the guest doit (e.g. ". /etc/profile")
+
+
+def parse_size(text: str) -> int:
+    """``"400G"`` -> bytes (K, M, G, T: powers of 1024; a plain number is bytes)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B")
+    if text[-1:] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def vm_settings(table: dict[str, Any], config_file: Path) -> GuestSettings:
+    """Validate the ``[vm]`` table; a mistake names the file and ``vm.<key>``."""
+    known = {f.name: f.type for f in fields(GuestSettings)}
+    types = {"str": str, "int": int, "bool": bool}
+    for key, value in table.items():
+        if key not in known:
+            raise RecipeError(config_file, f"vm.{key}", f"unknown key (known: {', '.join(known)})")
+        want = types[str(known[key])]
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise RecipeError(config_file, f"vm.{key}", f"expected {want.__name__}")
+    settings = GuestSettings(**table)
+    try:
+        parse_size(settings.size)
+    except ValueError:
+        raise RecipeError(config_file, "vm.size", f"not a size: {settings.size!r}") from None
+    return settings
+
+
+def vm_spec(project: Path, s: GuestSettings) -> VMSpec:
+    return VMSpec(
+        image=project / s.image,
+        logs=project / "cache" / "logs",
+        state=project / "cache" / "vm",
+        client_key=project / s.client_key,
+        host_key_pub=project / s.host_key,
+        size=parse_size(s.size),
+        cores=s.cores,
+        memory_mb=s.memory_mb,
+        kvm=s.kvm,
+        boot_timeout=s.boot_timeout,
+    )
+
+
+@contextlib.contextmanager
+def booted(project: Path, s: GuestSettings) -> Iterator[Endpoint]:
+    """The VM, running for the duration of the block."""
+    with VM(vm_spec(project, s)) as vm:
+        assert vm.link is not None
+        yield vm.link
+
+
+def prepare(project: Path, link: Endpoint, s: GuestSettings, out: Callable[[str], None]) -> None:
+    """Push the project, the mirror and the wheelhouse; install the engine's dependencies."""
+    wheelhouse = project / "cache" / "wheelhouse"
+    if not (wheelhouse / "requirements.txt").exists():
+        out("azl: making the wheelhouse for the guest's Python (host network)")
+        make_wheelhouse(wheelhouse, engine_requirements(project / "pyproject.toml"))
+    for tree, dest, exclude in (
+        (project, s.dest, PROJECT_EXCLUDE),
+        (project / "mirror", f"{s.dest}/mirror", MIRROR_EXCLUDE),
+        (wheelhouse, f"{s.dest}/cache/wheelhouse", ()),
+    ):
+        if tree.is_dir():
+            r = push(link, tree, dest, exclude, s.python)
+            out(f"azl: pushed {tree.name}/: {r.sent} of {r.files} files, {r.bytes} bytes")
+    if link.run(quote([s.python, "-c", ENGINE_IMPORTS])).returncode != 0:
+        out("azl: installing the engine's dependencies in the guest (offline)")
+        r = link.run(install_command(s.python, f"{s.dest}/cache/wheelhouse"))
+        if r.returncode:
+            raise RuntimeError(
+                "installing the wheelhouse in the guest failed:\n"
+                + (r.stdout + r.stderr).decode(errors="replace")[-3000:]
+            )
+
+
+def drive(
+    project: Path,
+    s: GuestSettings,
+    args: list[str],
+    out: Callable[[str], None] = print,
+    connect: Callable[[Path, GuestSettings], contextlib.AbstractContextManager[Endpoint]] = booted,
+) -> int:
+    """Run ``doit ARGS`` in the guest (see the module docstring); its exit code."""
+    with connect(project, s) as link:
+        prepare(project, link, s, out)
+        return GuestRun(link, s.dest, args, out, python=s.python, setup=s.setup).drive()
+
+
+def main(argv: list[str]) -> int:  # python -m tasks.guestdrive [doit args]
+    import tomllib
+
+    from tasks.config import CONFIG_NAME
+
+    project = Path.cwd()
+    table: dict[str, Any] = {}
+    if (project / CONFIG_NAME).exists():
+        with open(project / CONFIG_NAME, "rb") as f:
+            table = tomllib.load(f).get("vm", {})
+    settings = vm_settings(table, project / CONFIG_NAME)
+    return drive(project, settings, argv, out=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
