@@ -17,4 +17,13 @@ One module per concept:
 - ``lock``      one writer per project
 - ``report``    progress reporter and per-package logs
 - ``loader``    recipes -> doit task dicts (what ``dodo.py`` calls)
+
+The host's side of the guest (the VM and the link to it):
+
+- ``vm``          the live-bootstrap image booted with qemu, waited for on SSH, powered off
+- ``link``        ssh to the guest with a generated key and the recorded host key
+- ``push``        content-compared push of a tree to the guest (one tar stream)
+- ``wheelhouse``  the engine's Python dependencies for the guest, installed offline
+- ``guestrun``    the guest ``doit`` run detached and followed live, across the kexec
+- ``guestdrive``  boot, push, install, run, power off: what a host task does
 """
