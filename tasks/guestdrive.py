@@ -48,6 +48,9 @@ class GuestSettings:
     dest: str = "/root/azl-bootstrap"  # the project's place in the guest
     python: str = "python3"
     setup: str = ""  # shell run before the guest doit (e.g. ". /etc/profile")
+    kernel: str = ""  # direct kernel boot instead of the image's bootloader (with initrd, append)
+    initrd: str = ""
+    append: str = ""
 
 
 def parse_size(text: str) -> int:
@@ -89,6 +92,9 @@ def vm_spec(project: Path, s: GuestSettings) -> VMSpec:
         memory_mb=s.memory_mb,
         kvm=s.kvm,
         boot_timeout=s.boot_timeout,
+        kernel=project / s.kernel if s.kernel else None,
+        initrd=project / s.initrd if s.initrd else None,
+        **({"append": s.append} if s.append else {}),
     )
 
 
@@ -137,7 +143,22 @@ def drive(
         return GuestRun(link, s.dest, args, out, python=s.python, setup=s.setup).drive()
 
 
-def main(argv: list[str]) -> int:  # python -m tasks.guestdrive [doit args]
+def hold(project: Path, s: GuestSettings, out: Callable[[str], None] = print) -> int:
+    """``doit vm``: boot the guest, say how to log in, keep it up until it powers itself
+    off or the user interrupts (then it is powered off cleanly)."""
+    with VM(vm_spec(project, s)) as vm:
+        assert vm.link is not None and vm.proc is not None
+        out(f"azl: the guest answers on SSH after {vm.boot_seconds:.0f} s; log in with")
+        out("  " + quote(vm.link.ssh_argv("")[:-1]))
+        out("azl: Ctrl-C powers it off")
+        try:
+            vm.proc.wait()
+        except KeyboardInterrupt:
+            out("azl: powering the guest off")
+    return 0
+
+
+def main(argv: list[str]) -> int:  # python -m tasks.guestdrive [--vm | doit args]
     import tomllib
 
     from tasks.config import CONFIG_NAME
@@ -148,6 +169,8 @@ def main(argv: list[str]) -> int:  # python -m tasks.guestdrive [doit args]
         with open(project / CONFIG_NAME, "rb") as f:
             table = tomllib.load(f).get("vm", {})
     settings = vm_settings(table, project / CONFIG_NAME)
+    if argv == ["--vm"]:
+        return hold(project, settings, out=lambda line: print(line, flush=True))
     return drive(project, settings, argv, out=lambda line: print(line, flush=True))
 
 

@@ -75,7 +75,7 @@ def test_the_vm_boots_answers_over_ssh_and_powers_off(tmp_path: Path) -> None:
 
 
 def test_a_guest_without_ssh_fails_within_the_timeout_with_the_console(tmp_path: Path) -> None:
-    spec = spec_for(tmp_path, ssh=False, boot_timeout=45)
+    spec = spec_for(tmp_path, ssh=False, boot_timeout=30)
     vm = VM(spec)
     start = time.monotonic()
     with pytest.raises(VMError) as err:
@@ -126,3 +126,37 @@ def test_no_qemu_outlives_a_killed_doit(tmp_path: Path) -> None:
         holder.kill()
         if not group_gone(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def test_doit_vm_holds_the_guest_until_interrupted(tmp_path: Path) -> None:
+    """``python -m tasks.guestdrive --vm`` (what ``doit vm`` runs): boots the guest from the
+    project's ``[vm]`` config, prints a working ssh command, powers off on Ctrl-C."""
+    guest = make_guest(tmp_path / "proj" / "guest")
+    (tmp_path / "proj" / "azl-bootstrap.toml").write_text(
+        "[vm]\n"
+        f'image = "{guest.disk}"\nhost_key = "{guest.host_key_pub}"\n'
+        f'client_key = "{guest.client_key}"\nkernel = "{guest.kernel}"\n'
+        f'initrd = "{guest.initrd}"\nappend = "console=ttyS0 root=/dev/sda1"\n'
+        'size = "1G"\ncores = 1\nmemory_mb = 512\nboot_timeout = 180\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.guestdrive", "--vm"],
+        cwd=tmp_path / "proj",
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[2].startswith("azl: Ctrl-C powers it off"), lines
+        login = lines[1].strip()
+        r = subprocess.run(f"{login} 'uname -m'", shell=True, capture_output=True, text=True)
+        assert r.stdout == "x86_64\n", r.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        proc.kill()
+    console = tmp_path / "proj" / "cache" / "logs" / "vm.console.log"
+    assert "reboot: Power down" in console.read_text()
+    assert guest.disk.stat().st_size == 1 << 30
