@@ -98,12 +98,15 @@ def vm_spec(project: Path, s: GuestSettings) -> VMSpec:
     )
 
 
+Connection = tuple[Endpoint, Callable[[], str | None]]  # the link, and why the guest is gone
+
+
 @contextlib.contextmanager
-def booted(project: Path, s: GuestSettings) -> Iterator[Endpoint]:
+def booted(project: Path, s: GuestSettings) -> Iterator[Connection]:
     """The VM, running for the duration of the block."""
     with VM(vm_spec(project, s)) as vm:
         assert vm.link is not None
-        yield vm.link
+        yield vm.link, vm.why_dead
 
 
 def prepare(project: Path, link: Endpoint, s: GuestSettings, out: Callable[[str], None]) -> None:
@@ -135,12 +138,18 @@ def drive(
     s: GuestSettings,
     args: list[str],
     out: Callable[[str], None] = print,
-    connect: Callable[[Path, GuestSettings], contextlib.AbstractContextManager[Endpoint]] = booted,
+    connect: Callable[
+        [Path, GuestSettings], contextlib.AbstractContextManager[Connection]
+    ] = booted,
 ) -> int:
     """Run ``doit ARGS`` in the guest (see the module docstring); its exit code."""
-    with connect(project, s) as link:
+    with connect(project, s) as (link, alive):
         prepare(project, link, s, out)
-        return GuestRun(link, s.dest, args, out, python=s.python, setup=s.setup).drive()
+        run = GuestRun(
+            link, s.dest, args, out, python=s.python, setup=s.setup,
+            reconnect_timeout=s.boot_timeout, alive=alive,  # the kexec is a boot
+        )  # fmt: skip
+        return run.drive()
 
 
 def hold(project: Path, s: GuestSettings, out: Callable[[str], None] = print) -> int:

@@ -102,7 +102,7 @@ if mode == "follow":
         log = None
     while True:
         s = state()
-        data = log.read() if log else b""
+        data = log.read(1 << 20) if log else b""
         if data:
             out.write(data)
             out.flush()
@@ -146,10 +146,12 @@ class GuestRun:
         setup: str = "",
         reconnect_timeout: float = 600.0,
         max_starts: int = 4,
+        alive: Callable[[], str | None] = lambda: None,
     ):
         self.link, self.dest, self.args, self.out = link, dest, list(args), out
         self.python, self.setup = python, setup
         self.reconnect_timeout, self.max_starts = reconnect_timeout, max_starts
+        self.alive = alive  # why the guest cannot come back (its VM is gone), or None
         self.offset = 0
         self.starts = 0
         self.reconnects = 0
@@ -208,7 +210,7 @@ class GuestRun:
         self.reconnects += 1
         self.out(f"azl: connection to the guest lost; waiting up to {self.reconnect_timeout:.0f} s")
         try:
-            self.link.wait_up(self.reconnect_timeout)
+            self.link.wait_up(self.reconnect_timeout, alive=self.alive)
         except LinkError as e:
             self.out(f"azl: the guest did not come back: {e}")
             return False

@@ -93,7 +93,7 @@ def qemu_command(spec: VMSpec, port: int) -> list[str]:
         *accel,
         "-smp", str(spec.cores),
         "-m", str(spec.memory_mb),
-        "-nodefaults", "-display", "none", "-no-reboot",
+        "-nodefaults", "-display", "none",  # a guest reboot reboots, as under libvirt
         "-serial", f"file:{spec.console_log}",
         "-device", "ahci,id=ahci",
         "-drive", f"if=none,id=d0,file={spec.image},format=raw",
@@ -164,6 +164,11 @@ class VM:
                 start_new_session=True,
             )
         self.link = Endpoint(self.port, spec.client_key, spec.host_key_pub, spec.state)
+
+    def why_dead(self) -> str | None:
+        """Why the guest cannot answer any more (qemu exited, with the console's tail), or
+        None while it runs."""
+        return self._why_dead()
 
     def _why_dead(self) -> str | None:
         if self.proc is None or self.proc.poll() is None:

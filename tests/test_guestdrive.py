@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.guestdrive import GuestSettings, drive, parse_size, vm_settings
-from tasks.link import Endpoint
+from tasks.guestdrive import Connection, GuestSettings, drive, parse_size, vm_settings
 from tasks.recipe import RecipeError
 from tests.sshd import Sshd, missing
 from tests.test_link import Output, guest_project
@@ -44,8 +43,8 @@ def test_drive_pushes_and_runs_the_same_task_names_in_the_guest(tmp_path: Path) 
     sshd.start()
 
     @contextlib.contextmanager
-    def stand_in(_project: Path, _s: GuestSettings) -> Iterator[Endpoint]:
-        yield sshd.endpoint()
+    def stand_in(_project: Path, _s: GuestSettings) -> Iterator[Connection]:
+        yield sshd.endpoint(), lambda: None
 
     dest = tmp_path / "guest" / "azl"
     settings = GuestSettings(dest=str(dest), python=sys.executable)

@@ -62,6 +62,13 @@ def test_the_vm_boots_answers_over_ssh_and_powers_off(tmp_path: Path) -> None:
         impostor = Endpoint(vm.port, spec.client_key, other, tmp_path / "state2")
         with pytest.raises(LinkError, match="not the one recorded"):
             impostor.wait_up(30)
+        # a reboot in the guest (as after a crash, or like the kexec): qemu stays, the guest
+        # comes back with a new boot id and the link reaches it again
+        boot_id = "cat /proc/sys/kernel/random/boot_id"
+        before = vm.link.run(boot_id).stdout
+        vm.link.run("sync; reboot -f", timeout=30)
+        vm.link.wait_up(180, alive=vm.why_dead)
+        assert vm.link.run(boot_id).stdout not in (before, b"")
         pgid = vm.proc.pid
     # stopped cleanly: the guest powered itself off, qemu exited on its own
     assert vm.proc.returncode == 0
