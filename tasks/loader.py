@@ -254,7 +254,8 @@ class Project:
             name="all",
             actions=None,
             task_dep=["mirror", *(n for n in self.order if n not in host)],
-            doc="build every step of this platform (not the host steps: doit host)",
+            doc="build every step of this platform"
+            + ("" if self.platform.name == "guest" else " (the host's: doit host)"),
         )
         if self.platform.name != "guest":
             yield _task(name="host", actions=None, task_dep=host, doc="run every host step")

@@ -1,6 +1,9 @@
-"""Recipes: one TOML file per package under ``recipes/``; patches under ``recipes/<name>/``.
+"""Recipes: one TOML file per step under ``recipes/``; patches and files under
+``recipes/<name>/``. This module is the model (``Recipe``, ``Build``, ``Source``) and the
+shared checks; ``tasks.loader`` reads the files and each kind (``tasks.kinds``) its own keys.
 
-A recipe is data. Example::
+Every recipe has ``COMMON_KEYS`` (name, kind, description, step, depends, platforms). A
+recipe of kind ``package`` (the default) is data like this::
 
     name = "pcre2"                      # optional, defaults to the file name
     version = "10.46"                   # the default version
@@ -23,8 +26,9 @@ A recipe is data. Example::
     [platform.guest]                    # overrides per platform
     version = "10.46"
 
-Every error names the file and the field (``RecipeError``); ``load_recipes`` collects the
-errors of all recipes and raises them together (``RecipeErrors``), changing nothing on disk.
+Every error names the file and the field (``RecipeError``); ``tasks.loader.load_recipes``
+collects the errors of all recipes and raises them together (``RecipeErrors``), changing
+nothing on disk.
 """
 
 from __future__ import annotations
