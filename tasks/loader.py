@@ -205,7 +205,6 @@ class Project:
         say) and is dropped."""
         builds: dict[str, Build] = {}
         alias: dict[str, str] = {}
-        self.recipe_platform: dict[str, str] = {}  # recipe -> the platform it is a step of
         for name, recipe in self.recipes.items():
             kind = KINDS[recipe.kind]
             plat = next(
@@ -218,7 +217,6 @@ class Project:
             )
             if plat is None:
                 continue
-            self.recipe_platform[name] = plat
             made = recipe.builds(plat, self.config.versions.get(name), listed=False)
             builds.update((b.name, b) for b in made)
             if made:
@@ -242,7 +240,11 @@ class Project:
         """Every task of the plan; a mistake only visible in the plan (a stage without its
         tree) stops doit before anything runs, naming file and field."""
         try:
-            steps = [t for n in self.order for t in self._kind_tasks(self.builds[n])]
+            steps = [
+                t
+                for n in self.order
+                for t in KINDS[self.builds[n].recipe.kind].tasks(self, self.builds[n])
+            ]
         except (RecipeError, RecipeErrors) as e:
             raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
         yield from self._fetch_tasks()
@@ -259,9 +261,6 @@ class Project:
         )
         if self.platform.name != "guest":
             yield _task(name="host", actions=None, task_dep=host, doc="run every host step")
-
-    def _kind_tasks(self, build: Build) -> list[Task]:
-        return KINDS[build.recipe.kind].tasks(self, build)
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
         """Checked before a run starts, so it stops before building anything: no package of
