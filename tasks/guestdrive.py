@@ -48,6 +48,7 @@ class GuestSettings:
     dest: str = "/root/azl-bootstrap"  # the project's place in the guest
     python: str = "python3"
     setup: str = ""  # shell run before the guest doit (e.g. ". /etc/profile")
+    address: str = ""  # "127.0.0.1:2222": a guest already running (your own VM); "": boot
     kernel: str = ""  # direct kernel boot instead of the image's bootloader (with initrd, append)
     initrd: str = ""
     append: str = ""
@@ -77,6 +78,11 @@ def vm_settings(table: dict[str, Any], config_file: Path) -> GuestSettings:
         parse_size(settings.size)
     except ValueError:
         raise RecipeError(config_file, "vm.size", f"not a size: {settings.size!r}") from None
+    port = settings.address.rpartition(":")[2]
+    if settings.address and not (port.isdigit() and 0 < int(port) < 65536):
+        raise RecipeError(
+            config_file, "vm.address", f"expected host:port, got {settings.address!r}"
+        )
     return settings
 
 
@@ -103,7 +109,17 @@ Connection = tuple[Endpoint, Callable[[], str | None]]  # the link, and why the 
 
 @contextlib.contextmanager
 def booted(project: Path, s: GuestSettings) -> Iterator[Connection]:
-    """The VM, running for the duration of the block."""
+    """The VM, running for the duration of the block; with ``address`` set, the guest that
+    already runs there (nothing is booted or powered off)."""
+    if s.address:
+        host, _, port = s.address.rpartition(":")
+        link = Endpoint(
+            int(port), project / s.client_key, project / s.host_key, project / "cache" / "vm",
+            host=host or "127.0.0.1",
+        )  # fmt: skip
+        link.wait_up(s.boot_timeout)
+        yield link, lambda: None
+        return
     with VM(vm_spec(project, s)) as vm:
         assert vm.link is not None
         yield vm.link, vm.why_dead
@@ -115,14 +131,17 @@ def prepare(project: Path, link: Endpoint, s: GuestSettings, out: Callable[[str]
     if not (wheelhouse / "requirements.txt").exists():
         out("azl: making the wheelhouse for the guest's Python (host network)")
         make_wheelhouse(wheelhouse, engine_requirements(project / "pyproject.toml"))
-    for tree, dest, exclude in (
-        (project, s.dest, PROJECT_EXCLUDE),
-        (project / "mirror", f"{s.dest}/mirror", MIRROR_EXCLUDE),
-        (wheelhouse, f"{s.dest}/cache/wheelhouse", ()),
+    for label, tree, dest, exclude in (
+        ("project", project, s.dest, PROJECT_EXCLUDE),
+        ("mirror", project / "mirror", f"{s.dest}/mirror", MIRROR_EXCLUDE),
+        ("wheelhouse", wheelhouse, f"{s.dest}/cache/wheelhouse", ()),
     ):
         if tree.is_dir():
             r = push(link, tree, dest, exclude, s.python)
-            out(f"azl: pushed {tree.name}/: {r.sent} of {r.files} files, {r.bytes} bytes")
+            out(
+                f"azl: pushed {label}: {r.sent} of {r.files} files changed, "
+                f"{r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s"
+            )
     if link.run(quote([s.python, "-c", ENGINE_IMPORTS])).returncode != 0:
         out("azl: installing the engine's dependencies in the guest (offline)")
         r = link.run(install_command(s.python, f"{s.dest}/cache/wheelhouse"))

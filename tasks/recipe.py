@@ -48,7 +48,7 @@ DEFAULT_PLATFORMS = ("sandbox", "guest")
 # Names doit reserves for its commands, and our own group tasks.
 RESERVED = {
     "list", "clean", "info", "run", "forget", "ignore", "strace", "dumpdb", "help",
-    "tabcompletion", "reset-dep", "all", "mirror", "graph", "host",
+    "tabcompletion", "reset-dep", "all", "mirror", "graph", "host", "vm",
 }  # fmt: skip
 # Variables a recipe value may use as ${NAME}: the platform's and the build's own.
 VARIABLES = frozenset(

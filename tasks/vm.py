@@ -34,7 +34,11 @@ from tasks.build import SUPERVISOR, kill_group
 from tasks.link import Endpoint, LinkError
 
 TAIL_LINES = 25
-POWEROFF = "sync; poweroff -f 2>/dev/null || echo o > /proc/sysrq-trigger"
+# the seed's clean shutdown (procedure H6); poweroff -f where there is no sysrq
+POWEROFF = (
+    "sync; sync; if [ -w /proc/sysrq-trigger ]; then echo u > /proc/sysrq-trigger;"
+    " echo o > /proc/sysrq-trigger; fi; poweroff -f"
+)
 
 
 class VMError(Exception):

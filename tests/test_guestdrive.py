@@ -4,6 +4,8 @@ push-install-run sequence against the stand-in guest (OpenSSH on 127.0.0.1)."""
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from tasks.guestdrive import Connection, GuestSettings, drive, parse_size, vm_settings
 from tasks.recipe import RecipeError
+from tests.conftest import REPO
 from tests.sshd import Sshd, missing
 from tests.test_link import Output, guest_project
 
@@ -51,7 +54,7 @@ def test_drive_pushes_and_runs_the_same_task_names_in_the_guest(tmp_path: Path) 
     try:
         out = Output()
         assert drive(project.root, settings, ["a"], out, connect=stand_in) == 0, out.text
-        assert "azl: pushed host/" in out.text and "azl: pushed mirror/" in out.text
+        assert "azl: pushed project:" in out.text and "azl: pushed mirror:" in out.text
         assert (dest / "cache" / "wheelhouse" / "requirements.txt").exists()
         assert "installing" not in out.text
         assert (dest / "cache" / "manifests" / "a.json").exists()
@@ -59,7 +62,59 @@ def test_drive_pushes_and_runs_the_same_task_names_in_the_guest(tmp_path: Path) 
 
         out = Output()
         assert drive(project.root, settings, ["b"], out, connect=stand_in) == 0, out.text
-        assert "pushed host/: 0 of" in out.text  # nothing changed on the host
+        assert "pushed project: 0 of" in out.text  # nothing changed on the host
         assert ".  b" in out.text and ".  a" not in out.text
+    finally:
+        sshd.stop()
+
+
+@pytest.mark.skipif(bool(missing()), reason=str(missing()))
+def test_host_doit_runs_a_guest_only_step_in_the_guest_by_its_name(tmp_path: Path) -> None:
+    """``doit g1`` on the host, where g1 is a guest-only step: the host's ``doit`` pushes the
+    project and runs ``doit g1`` in the guest (here a guest already running at
+    ``[vm] address``: the stand-in), with the guest's output live and its exit code."""
+    sshd = Sshd(tmp_path / "sshd")
+    sshd.start()
+    project = guest_project(tmp_path / "host")
+    shutil.copy(REPO / "recipes" / "guest.toml", project.root / "recipes")
+    log, marker = tmp_path / "g1.log", tmp_path / "g1.done"
+    (project.root / "recipes" / "g1.toml").write_text(
+        'kind = "session"\nplatforms = ["guest"]\ndescription = "a guest session step"\n'
+        f'check = "test -f {marker}"\n'
+        f"script.post_install = 'echo ran >> {log}; touch {marker}; echo g1 says hello'\n"
+    )
+    (project.root / "recipes" / "g2.toml").write_text(
+        'kind = "session"\nplatforms = ["guest"]\ncheck = "false"\n'
+        "script.post_install = 'echo g2 cannot; exit 4'\n"
+    )
+    (project.root / "cache" / "wheelhouse").mkdir(parents=True)  # made before; not needed:
+    (project.root / "cache" / "wheelhouse" / "requirements.txt").write_text("doit\n")  # imports
+    dest = tmp_path / "guest" / "azl"
+    project.config(
+        f'platform = "sandbox"\n[vm]\naddress = "127.0.0.1:{sshd.port}"\n'
+        f'client_key = "{sshd.client_key}"\nhost_key = "{sshd.host_key_pub}"\n'
+        f'dest = "{dest}"\npython = "{sys.executable}"\n'
+        'setup = "export AZL_PLATFORM=guest"\n'
+    )
+    try:
+        listed = project.doit("list")
+        assert listed.code == 0, listed.err
+        assert re.search(r"^g1 +in the guest VM: a guest session step", listed.out, re.M)
+
+        r = project.doit("g1")
+        assert r.code == 0, r.out + r.err
+        # the guest doit's own report, after the push, on the host; the step ran in the guest
+        assert re.search(r"azl: pushed project: .*\n(.*\n)*\.  g1\n", r.out), r.out
+        assert log.read_text() == "ran\n"
+        assert (dest / "cache" / "logs" / "g1.log").exists()
+        assert "azl: pushed project" in (project.root / "cache" / "logs" / "guest.log").read_text()
+
+        r = project.doit("g1")  # the guest's state decides: its check holds, nothing runs
+        assert r.code == 0 and log.read_text() == "ran\n", r.out + r.err
+
+        r = project.doit("g2")
+        assert r.code != 0
+        assert "g2 cannot" in r.out
+        assert "the guest's doit g2 exited" in r.out + r.err
     finally:
         sshd.stop()

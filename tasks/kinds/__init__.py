@@ -9,6 +9,7 @@ checkpoint done while the running machine is ``running_machine`` (the kexec)
 session    redone exactly while its ``check`` command fails (a mount, a running daemon)
 tree       the Azure Linux tree: a git snapshot made a git repository, with fixes
 stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
+guest      (host) the guest plan run in the VM over SSH; ``doit vm``; guest-only step names
 ========== ================================================================================
 
 Adding a kind is one new module in this package and one line in ``KINDS`` below. A kind
@@ -51,7 +52,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tasks.kinds import checkpoint, package, session, stage, tree
+from tasks.kinds import checkpoint, guest, package, session, stage, tree
 
 KINDS: dict[str, ModuleType] = {
     "package": package,
@@ -59,5 +60,6 @@ KINDS: dict[str, ModuleType] = {
     "session": session,
     "tree": tree,
     "stage": stage,
+    "guest": guest,
 }
 DEFAULT = "package"
