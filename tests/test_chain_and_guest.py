@@ -34,7 +34,7 @@ SEED_KEXEC = (
 )
 GUEST_CHAIN = ["go1.4", "go1.17", "go1.20", "go1.23"]
 SHIM = REPO / "recipes" / "sudo" / "sudo"
-MY_GUEST_STEPS = ["guest-setup", "ssh-access", "lfs-user", "sudo", "hosts"]
+MY_GUEST_STEPS = ["guest-setup", "devpts", "ssh-access", "lfs-user", "sudo", "hosts", "hostname"]
 
 
 def ok(r: Result) -> Result:
@@ -379,10 +379,12 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
     p = plan(monkeypatch, REPO, "guest")
     expected = {
         "guest-setup": ("V1", []),
-        "ssh-access": ("V3", ["dropbear", "guest-setup"]),
+        "devpts": ("V1", []),
+        "ssh-access": ("V3", ["dropbear", "guest-setup", "devpts"]),
         "lfs-user": ("V42", ["util-linux"]),
         "sudo": ("V43", ["util-linux", "lfs-user"]),
         "hosts": ("V44", ["guest-setup"]),
+        "hostname": ("V44", ["hosts"]),
         "kernel64": ("V36", ["musl-cross-make"]),
         "musl-cross-make": ("V24", []),
         "kexec": ("V37", ["kernel64"]),
@@ -393,13 +395,22 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
         assert build.recipe.platforms == ("guest",), name
     sandbox = plan(monkeypatch, REPO, "sandbox")
     assert not set(expected) & set(sandbox.builds)
-    # live-system actions are post_install only; the scripts are valid shell
+    # the scripts (and the session steps' checks) are valid shell; a package's live-system
+    # actions are post_install only; what a reboot or the kexec undoes is a session step
+    # (tests/test_guest_sessions.py runs their checks and scripts)
     for name in MY_GUEST_STEPS:
-        for phase, text in p.builds[name].recipe.script.items():
+        recipe = p.builds[name].recipe
+        texts = dict(recipe.script)
+        if recipe.kind == "session":
+            texts["check"] = recipe.spec.check
+        for phase, text in texts.items():
             r = subprocess.run(["sh", "-n", "-c", text], capture_output=True, text=True)
             assert r.returncode == 0, (name, phase, r.stderr)
-    for name in ("guest-setup", "ssh-access", "lfs-user", "hosts"):
-        assert "post_install" in p.builds[name].recipe.script, name
+    assert "post_install" in p.builds["lfs-user"].recipe.script
+    assert "post_install" not in p.builds["guest-setup"].recipe.script  # files only now
+    assert "post_install" not in p.builds["hosts"].recipe.script
+    for name in ("devpts", "ssh-access", "hostname"):
+        assert p.builds[name].recipe.kind == "session", name
     lfs = p.builds["lfs-user"].recipe.script["post_install"]
     assert "grep -q '^lfs:' /etc/group || groupadd lfs" in lfs
     assert "useradd -s /bin/bash -g lfs -m -k /dev/null lfs" in lfs
