@@ -99,12 +99,18 @@ class Endpoint:
         return proc.wait()
 
     def check_key_error(self, stderr: bytes) -> None:
-        """Raise if ssh refused because the guest's host key is not the recorded one."""
+        """Raise if ssh failed for good: the guest's host key is not the recorded one, or
+        the guest refused our key (waiting longer would not help)."""
         text = stderr.decode(errors="replace")
         if any(marker in text for marker in HOST_KEY_CHANGED):
             raise LinkError(
                 f"the guest's host key is not the one recorded in {self.host_key_pub}; "
                 f"refusing to connect:\n{text.strip()}"
+            )
+        if "Permission denied" in text:
+            raise LinkError(
+                f"the guest refused our key {self.client_key}: is {self.client_key}.pub in "
+                f"its /root/.ssh/authorized_keys?\n{text.strip()}"
             )
 
     def banner(self, timeout: float = 3.0) -> bool:

@@ -84,6 +84,7 @@ def _run(project: Path, names: list[str]) -> TaskFailed | None:
     from tasks.guestdrive import drive, vm_settings
     from tasks.link import LinkError
     from tasks.vm import VMError
+    from tasks.wheelhouse import WheelhouseError
 
     settings = vm_settings(load_config(project).vm, project / CONFIG_NAME)
     args = forwarded_options(sys.argv[1:]) + names
@@ -99,7 +100,7 @@ def _run(project: Path, names: list[str]) -> TaskFailed | None:
         out(f"azl: guest doit {' '.join(args) or '(all)'}")
         try:
             code = drive(project, settings, args, out)
-        except (LinkError, VMError, RuntimeError) as e:
+        except (LinkError, VMError, WheelhouseError, RuntimeError) as e:
             return TaskFailed(str(e))
     if code:
         return TaskFailed(f"the guest's doit {' '.join(args)} exited {code}; see {log_path}")
