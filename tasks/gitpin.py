@@ -164,6 +164,8 @@ def fetch_commit(gitdir: Path, source: str, commit: str, ref: str | None) -> Non
         if has_commit(gitdir, commit):
             return
     why = "; ".join(errors) or "fetched, but the commit is not among its objects"
+    if list(Path(source, "objects", "pack").glob("*.promisor")):
+        why += " (it is a partial clone: the objects it filtered out cannot be served from it)"
     raise PinError(
         f"commit {commit} not found in {source}" + (f" (ref {ref})" if ref else "") + f": {why}"
     )
@@ -391,13 +393,16 @@ def checkout_head(work: Path) -> str:
 def make_snapshot(gitdir: Path, commit: str, dest: Path, prefix: str) -> None:
     """``git archive`` of ``commit`` that re-creates its tree: export-ignore and export-subst are
     switched off (they would drop or rewrite files), top directory ``<prefix>/``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        attrs = Path(tmp) / "attributes"
-        attrs.write_text("* -export-ignore -export-subst\n")
+    with tempfile.TemporaryDirectory() as tmp:  # a scratch git dir borrowing the objects
+        scratch = Path(tmp) / "git"
+        git("init", "--quiet", "--bare", scratch)
+        objects = Path(gitdir).resolve() / "objects"
+        (scratch / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+        (scratch / "info" / "attributes").write_text("* -export-ignore -export-subst\n")
         fmt = "tar.gz" if dest.name.endswith(".gz") else "tar"
         data = subprocess.run(
-            ["git", "--git-dir", str(gitdir), "-c", f"core.attributesFile={attrs}",
-             "archive", f"--format={fmt}", f"--prefix={prefix}/", commit],
+            ["git", "--git-dir", str(scratch), "archive", "--worktree-attributes",
+             f"--format={fmt}", f"--prefix={prefix}/", commit],
             env=GIT_ENV, capture_output=True, check=True,
         ).stdout  # fmt: skip
     atomic_write(dest, data)
