@@ -51,7 +51,7 @@ def test_the_real_list_counts_and_duplicates() -> None:
         (),
     )
     assert gnulib.git_prefix() == "gnulib-8f4538a5"  # as mirror.sh names its top directory
-    flex = by_name["flex-d160f0247ba1611aa59d28f027d6292ba24abb50.tar.gz"]
+    flex = by_name["d160f0247ba1611aa59d28f027d6292ba24abb50.tar.gz"]  # the URL's last part
     assert flex.git == "https://github.com/westes/flex"  # git://github.com is cloned over https
     assert by_name["UnicodeData-15.0.0.txt"].urls == (
         "http://ftp.unicode.org/Public/15.0.0/ucd/UnicodeData.txt",
