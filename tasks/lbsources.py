@@ -115,6 +115,20 @@ def read_checkout(checkout: Path) -> list[Entry]:
     return entries(sources, (steps / "manifest").read_text())
 
 
+def read_commit(gitdir: Path, commit: str) -> tuple[dict[str, str], str]:
+    """``(step -> sources text, manifest text)`` of live-bootstrap at ``commit``, read from any
+    git directory that has it (the commit id pins the content; no checkout needed)."""
+    from tasks.gitpin import git  # local: the git environment lives there
+
+    names = git("--git-dir", gitdir, "ls-tree", "-r", "--name-only", commit, "steps").splitlines()
+    sources = {}
+    for name in names:
+        parts = name.split("/")
+        if len(parts) == 3 and parts[2] == "sources":
+            sources[parts[1]] = git("--git-dir", gitdir, "cat-file", "blob", f"{commit}:{name}")
+    return sources, git("--git-dir", gitdir, "cat-file", "blob", f"{commit}:steps/manifest")
+
+
 def distfiles(
     items: Iterable[Entry], uses: Iterable[str] = ("early", "build", "unused")
 ) -> list[Entry]:

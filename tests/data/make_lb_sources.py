@@ -24,23 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tasks.download import debian_archive_uri  # noqa: E402
-from tasks.gitpin import git  # noqa: E402
-from tasks.lbsources import entries  # noqa: E402
+from tasks.lbsources import entries, read_commit  # noqa: E402
 
 COMMIT = "1296c44bb345ef5d54ecffd7688f9813d46a032a"
 SUITES = ["bookworm", "bookworm-updates", "bookworm-backports", "trixie", "trixie-backports",
           "forky", "sid", "experimental", "bullseye"]  # fmt: skip
 HERE = Path(__file__).resolve().parent
-
-
-def read_steps(gitdir: str, commit: str) -> tuple[dict[str, str], str]:
-    names = git("--git-dir", gitdir, "ls-tree", "-r", "--name-only", commit, "steps").splitlines()
-    sources = {}
-    for name in names:
-        parts = name.split("/")
-        if len(parts) == 3 and parts[2] == "sources":
-            sources[parts[1]] = git("--git-dir", gitdir, "cat-file", "blob", f"{commit}:{name}")
-    return sources, git("--git-dir", gitdir, "cat-file", "blob", f"{commit}:steps/manifest")
 
 
 def debian_index(archive: str, suites: list[str], cache: Path) -> dict[str, tuple[str, str]]:
@@ -77,7 +66,7 @@ def main() -> None:
     ap.add_argument("--suites", nargs="*", default=SUITES)
     ap.add_argument("--no-debian", action="store_true", help="no Debian columns (all -)")
     args = ap.parse_args()
-    sources, manifest = read_steps(args.gitdir, args.commit)
+    sources, manifest = read_commit(Path(args.gitdir), args.commit)
     items = entries(sources, manifest)
     out = HERE / f"live-bootstrap-{args.commit[:8]}.sources"
     index: dict[str, tuple[str, str]] = {}
