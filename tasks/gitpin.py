@@ -382,6 +382,26 @@ def mirror_dirs(start: Path, env: Mapping[str, str] = os.environ) -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def checkout_differs(dest: Path, record: Mapping[str, Any]) -> str | None:
+    """Why the checkout ``dest`` is not the one ``record`` (of :func:`checkout`) describes:
+    a repository whose HEAD moved, or None. Cheap (one rev-parse per repository); files
+    edited in the work tree are not looked at."""
+    if record.get("snapshot"):
+        return None if dest.is_dir() else f"{dest}: missing"
+    try:
+        head = checkout_head(dest)
+    except PinError as e:
+        return f"{dest}: not a checkout ({e})"
+    if head != record["commit"]:
+        return f"{dest}: HEAD is {head}, the pin is {record['commit']}"
+    for sub in record.get("submodules", []):
+        if not sub.get("skipped"):
+            why = checkout_differs(dest / sub["path"], sub)
+            if why:
+                return why
+    return None
+
+
 def checkout_head(work: Path) -> str:
     """The commit a checkout (or a submodule's path in one) has checked out."""
     return git("-C", work, "rev-parse", "HEAD")

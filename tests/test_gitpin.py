@@ -454,3 +454,40 @@ def test_real_azure_linux_commit_and_tree(tmp_path: Path) -> None:
         verify_source(
             Pin(AZL.url, AZL.commit, "0" * 40), mirrors[0] / "microsoft+azurelinux" / "repo"
         )
+
+
+def test_checkout_differs_names_a_moved_submodule(
+    origin: Origin, daemon: str, tmp_path: Path
+) -> None:
+    from tasks.gitpin import checkout_differs
+
+    record = checkout(origin.pin(f"{daemon}/app.git", origin.first), tmp_path / "app")
+    assert checkout_differs(tmp_path / "app", record) is None
+    git(tmp_path / "app" / "lib", "commit", "--quiet", "--allow-empty", "-m", "moved by hand")
+    why = checkout_differs(tmp_path / "app", record)
+    assert (
+        why and why.startswith(f"{tmp_path / 'app' / 'lib'}: HEAD is ") and origin.lib_commit in why
+    )
+
+
+def test_partial_clone_missing_a_blob_of_the_pin_is_named(origin: Origin, tmp_path: Path) -> None:
+    """A mirror that is a partial clone (blobs filtered out, as the local Azure Linux mirror
+    here is) cannot serve the pinned tree: the error says so."""
+    git(origin.root / "app.git", "config", "uploadpack.allowFilter", "true")
+    mirror = tmp_path / "mirror"
+    git(
+        tmp_path,
+        "clone",
+        "--quiet",
+        "--bare",
+        "--filter=blob:none",
+        (origin.root / "app.git").as_uri(),
+        str(mirror / "app.git"),
+    )
+    with pytest.raises(PinError, match="partial clone"):
+        checkout(
+            origin.pin(f"{UNREACHABLE}/app", origin.first),
+            tmp_path / "app",
+            mirrors=[mirror],
+            network=False,
+        )
