@@ -237,11 +237,11 @@ def checkout(
     """Make ``dest`` the pinned checkout (built in ``<dest>.part``, renamed when verified; an
     existing ``dest`` is replaced only then). Returns the record: every repository's URL, commit,
     tree and where its objects came from. PinError names what failed."""
-    dest = Path(dest)
+    dest = Path(dest).absolute()  # git runs in several directories
     part = dest.with_name(dest.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
-    job = _Job([Path(m) for m in mirrors], network)
+    job = _Job([Path(m).absolute() for m in mirrors], network)
     try:
         record = _populate(job, pin, part, part / ".git", pin.label, "")
     except BaseException:
