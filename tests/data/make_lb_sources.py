@@ -65,6 +65,11 @@ def main() -> None:
     ap.add_argument("--debian-cache", type=Path, default=Path("cache/debian-sources"))
     ap.add_argument("--suites", nargs="*", default=SUITES)
     ap.add_argument("--no-debian", action="store_true", help="no Debian columns (all -)")
+    ap.add_argument(
+        "--toml",
+        action="store_true",
+        help="also print the [debian] table of recipes/lb-mirror.toml",
+    )
     args = ap.parse_args()
     sources, manifest = read_commit(Path(args.gitdir), args.commit)
     items = entries(sources, manifest)
@@ -87,6 +92,11 @@ def main() -> None:
         lines.append(f"{e.step}\t{e.use}\t{e.line}\t{text}\t{pool}\t{suite}")
     out.write_text("\n".join(lines) + "\n")
     matched = len({e.source.file for e in items if e.source.sha256 in index})
+    if args.toml:
+        table = {
+            e.source.file: index[e.source.sha256][0] for e in items if e.source.sha256 in index
+        }
+        print("[debian]\n" + "".join(f'"{f}" = "{p}"\n' for f, p in sorted(table.items())))
     print(f"{out.name}: {len(items)} lines, {len({e.source.file for e in items})} files, "
           f"{matched} byte-identical in Debian", file=sys.stderr)  # fmt: skip
 
