@@ -7,14 +7,13 @@ mirror), and kept in ``cache/`` by commit id (a commit id pins it: the copy is n
 Each distfile becomes an ordinary ``mirror:<file>`` fetch task (so resume, fallbacks, Debian
 pool paths, the offline report, the summary and ``mirror/SHA256SUMS`` are the same for both
 halves); ``lb-mirror`` then links each into ``<checkout>/distfiles/<file>``, where
-``rootfs.py`` (``lib/generator.py``) copies them from.
+``rootfs.py`` (``lib/generator.py``) copies them from (relative symbolic links).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -57,23 +56,21 @@ def distfile_list(
 
 
 def layout(mirror: Path, distfiles_dir: Path, files: Sequence[str]) -> dict[str, int]:
-    """Make ``distfiles_dir/<file>`` the verified ``mirror/<file>`` for every file: a hard link
-    where the file system allows, a copy otherwise. Returns how many were linked, copied and
-    already in place."""
+    """Make ``distfiles_dir/<file>`` a relative symbolic link to the verified ``mirror/<file>``
+    for every file (``rootfs.py`` copies them with ``shutil.copy2``/``copytree``, which follow
+    links). Not hard links: a new link changes the file's ctime, and the mirror's fetch tasks
+    would hash every file again. Returns how many were linked and already in place."""
     distfiles_dir.mkdir(parents=True, exist_ok=True)
-    counts = {"linked": 0, "copied": 0, "in place": 0}
+    counts = {"linked": 0, "in place": 0}
     for name in files:
-        src, dest = mirror / name, distfiles_dir / name
-        if dest.exists() and os.path.samefile(src, dest):
+        dest = distfiles_dir / name
+        target = os.path.relpath((mirror / name).absolute(), distfiles_dir.absolute())
+        if dest.is_symlink() and os.readlink(dest) == target:
             counts["in place"] += 1
             continue
         part = dest.with_name(dest.name + ".part")
         part.unlink(missing_ok=True)
-        try:
-            os.link(src, part)
-            counts["linked"] += 1
-        except OSError:
-            shutil.copy2(src, part)
-            counts["copied"] += 1
+        os.symlink(target, part)
         os.replace(part, dest)
+        counts["linked"] += 1
     return counts
