@@ -7,7 +7,8 @@ package file that is byte-identical (same sha256) where one exists.
 
 Columns (tab-separated): step, use ("early": needed before live-bootstrap has a network,
 "build": later, "unused": not in steps/manifest), line number, the sources line verbatim,
-the Debian pool path (as a recipe's ``debian`` field) or ``-``, and the suite it was found in.
+the Debian pool path (as a recipe's ``debian`` field) or ``-``, and the suite it was found in;
+only pool files the archive still serves (a HEAD request) are kept.
 Debian's ``Sources.xz`` indexes (main) of the given suites (bookworm and newer, then bullseye,
 whose pool files are still on the archive: the suite column says where each was found) are downloaded into the cache
 directory once; the archive's address is read from this machine's apt sources.
@@ -58,6 +59,17 @@ def debian_index(archive: str, suites: list[str], cache: Path) -> dict[str, tupl
     return found
 
 
+def served(archive: str, pool: str) -> bool:
+    """Whether the archive still has the pool file (an old suite's index may outlive its
+    files: bullseye's does)."""
+    request = urllib.request.Request(f"{archive}/pool/{pool}", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("gitdir")
@@ -80,6 +92,8 @@ def main() -> None:
         if not archive:
             sys.exit("no Debian archive in this machine's apt sources")
         index = debian_index(archive, args.suites, args.debian_cache)
+        wanted = {e.source.sha256 for e in items}
+        index = {h: v for h, v in index.items() if h in wanted and served(archive, v[0])}
     lines = [
         f"# live-bootstrap {args.commit}: every steps/*/sources line (facts only).",
         "# Regenerate: tests/data/make_lb_sources.py <git dir that has the commit>",
