@@ -1,14 +1,19 @@
-"""kind = "tree": the Azure Linux tree (procedure A1), a git snapshot made a git repository.
+"""kind = "tree": the Azure Linux tree (procedure A1), a pinned commit as a git repository.
 
-Its version's one source is a git snapshot (``git``, ``ref``; fetched and verified by the
-mirror like every source once its sha256 is pinned; until then the version is *unconfirmed*
-and a run that needs the tree stops in the preflight, before anything is built). The task
-unpacks it into a fresh directory, makes that a git repository (so ``git clean -fxd :/``
-behaves as in the seed), applies the ``fixes`` (patches under ``recipes/<name>/``), each as a
-commit, and moves it into place. Targets: ``target`` (a tracked file of the tree) and
-``cache/stages/<name>.json``, whose content names the snapshot and the fixes: that record is
-what dependents (the stages) have as file_dep, so a new snapshot reruns them. It refuses a
-directory it did not make and while anything is mounted under the tree; it has no clean
+Either a git commit pin (``url``, ``commit``, its ``tree`` id, ``ref``: the keys of kind
+``git``, see ``tasks/kinds/git.py``): the task checks the commit out with ``tasks.gitpin``
+(from a local git mirror, the URL, or a snapshot tarball ``<name>-<commit>.tar.gz`` verified by
+re-creating the tree id; offline, local ones only) and verifies commit and tree id; no sha256
+is needed. Or, the older form, a version whose one source is a git snapshot (``git``,
+``ref``; fetched and verified by the mirror like every source once its sha256 is pinned;
+until then the version is *unconfirmed* and a run that needs the tree stops in the preflight,
+before anything is built), unpacked and made a git repository. Either way the tree is a git
+repository (so ``git clean -fxd :/`` behaves as in the seed), the ``fixes`` (patches under
+``recipes/<name>/``) are applied, each as a commit, and it is moved into place; the previous
+tree is removed only then. Targets: ``target`` (a tracked file of the tree) and
+``cache/stages/<name>.json``, whose content names the pin (or snapshot) and the fixes: that
+record is what dependents (the stages) have as file_dep, so a new pin reruns them. It refuses
+a directory it did not make and while anything is mounted under the tree; it has no clean
 action (remove the tree by hand). ``dir`` says where the tree lives per platform; the
 config's ``azurelinux_tree`` moves it and ``azurelinux_stages`` switches it on anywhere.
 """
