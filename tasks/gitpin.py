@@ -382,6 +382,20 @@ def mirror_dirs(start: Path, env: Mapping[str, str] = os.environ) -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def offline_missing(pin: Pin, mirrors: Sequence[Path]) -> str | None:
+    """Why ``pin`` cannot be checked out without the network: None if a local repository has
+    the commit, a bundle could (its heads are not searched), or a snapshot tarball for it is
+    there (its tree pinned); submodules are not looked at. Cheap: for the offline preflight."""
+    here = [Path(pin.url)] if pin.url.startswith("/") else []
+    for src in here + local_sources(pin.url, mirrors):
+        if src.name.endswith(".bundle") or has_commit(src, pin.commit):
+            return None
+    if pin.tree and snapshot_tarballs(pin.url, pin.commit, mirrors):
+        return None
+    looked = ", ".join(str(m) for m in mirrors) or "no local mirror"
+    return f"commit {pin.commit} of {pin.url} is in no local git mirror (looked in {looked})"
+
+
 def checkout_differs(dest: Path, record: Mapping[str, Any]) -> str | None:
     """Why the checkout ``dest`` is not the one ``record`` (of :func:`checkout`) describes:
     a repository whose HEAD moved, or None. Cheap (one rev-parse per repository); files

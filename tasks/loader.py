@@ -38,6 +38,7 @@ from tasks import checker
 from tasks.build import stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
+from tasks.gitpin import offline_missing
 from tasks.graph import find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
 from tasks.kinds.base import make_task as _task
@@ -289,6 +290,18 @@ class Project:
                 + "\n".join(missing)
                 + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
                 "or name a local mirror in azl-bootstrap.toml."
+            )
+        absent = [
+            f"{n}: {why}"
+            for n in sorted(names)
+            if self.mirror.offline and (pin := (tasks[n].meta or {}).get("pin"))
+            if (why := offline_missing(*pin))
+        ]
+        if absent:
+            problems.append(
+                f"offline, and {len(absent)} pinned git checkout(s) of this run are in no local "
+                "mirror:\n  " + "\n  ".join(absent) + "\nPut a bare repository, a bundle or a "
+                "snapshot (tasks.gitpin.make_snapshot) of the commit into mirror/."
             )
         return "\n".join(problems) + "\nNothing was built." if problems else None
 

@@ -608,6 +608,12 @@ def test_guest_lists_the_stages_and_stops_in_the_preflight(project: Project) -> 
     existed = os.path.exists(tree)
     r = project.doit("toolchain", env=guest)
     assert r.code == 2, r  # other steps stop it (offline sources, unconfirmed ones) ...
-    assert "marked unconfirmed" not in r.out or not re.search(r"^  azurelinux:", r.out, re.M)
+    unconfirmed = r.out.split("Confirm what is missing")[0]
+    assert not re.search(r"^  azurelinux:", unconfirmed, re.M)  # a commit pin is confirmed
+    # ... and offline it must be in a local mirror, which the preflight checks up front
+    assert (
+        "  azurelinux: commit 6a8b54d4e365e99320b499712dba0c94de480777 of "
+        "https://github.com/microsoft/azurelinux is in no local git mirror"
+    ) in r.out
     assert "Nothing was built." in r.out
     assert not (project.root / "cache" / "stages").exists() and os.path.exists(tree) == existed

@@ -253,10 +253,15 @@ def test_the_tree_comes_from_a_tree_verified_snapshot_offline(
             f'url = "{repo}"', 'url = "https://unreachable.invalid/microsoft/azurelinux"'
         )
     )
-    tarball = project.root / "mirror" / f"azurelinux-{azl.ref}.tar.gz"
-    make_snapshot(repo / ".git", azl.ref, tarball, f"azurelinux-{azl.ref}")
     text = (project.root / "azl-bootstrap.toml").read_text()
     project.config(text + "offline = true\n")
+    r = project.doit("azurelinux")  # nothing local has the commit: the preflight says so
+    assert r.code != 0 and "Nothing was built." in r.out
+    assert "1 pinned git checkout(s) of this run are in no local mirror" in r.out
+    assert f"azurelinux: commit {azl.ref} of https://unreachable.invalid/" in r.out
+    assert not (project.root / "cache" / "manifests").exists()  # not even the packages ran
+    tarball = project.root / "mirror" / f"azurelinux-{azl.ref}.tar.gz"
+    make_snapshot(repo / ".git", azl.ref, tarball, f"azurelinux-{azl.ref}")
     r = ok(project.doit("azurelinux"))
     assert "azurelinux" in r.ran
     assert (azl.tree / "toolkit" / "Makefile").is_file()

@@ -188,6 +188,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             uptodate=[CheckedOut(spec.pin, dest, record)],
             task_dep=list(build.depends),
             clean=[(clean, [dest, record])],
+            meta={"pin": (spec.pin, git_mirrors(plan))},  # the offline preflight looks
             doc=f"{build.recipe.step}  {build.recipe.description}: {spec.pin.commit[:12]} -> {dest}".strip(),
         )
     ]

@@ -229,6 +229,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             uptodate=[Signature(signature)],
             task_dep=order + [d for d in build.depends if d not in order],
             doc=f"{build.recipe.step}  {build.recipe.description}: {what} -> {tree}".strip(),
-            meta=unconfirmed_meta(build, what),
+            meta=(unconfirmed_meta(build, what) or {})
+            | ({"pin": (spec.pin, mirrors[0])} if spec.pin else {}),
         )
     ]
