@@ -592,7 +592,7 @@ def test_retry_unmounts_with_the_trees_safeunmount_then_starts_clean(
 
 def test_guest_lists_the_stages_and_stops_in_the_preflight(project: Project) -> None:
     shutil.copytree(REPO / "recipes", project.root / "recipes", dirs_exist_ok=True)
-    guest = {"AZL_PLATFORM": "guest"}
+    guest = {"AZL_PLATFORM": "guest", "AZL_GIT_MIRRORS": ""}  # no local git mirror
     r = ok(project.doit("list", "--deps", env=guest))
     blocks = {b.split()[0]: b for b in r.out.split("\n\n") if b.strip()}
     tree = "/root/azurelinux"
