@@ -125,7 +125,12 @@ def lb(project: Project, tmp_path: Path) -> Iterator[Lb]:
 
 
 def test_lb_mirror_checks_out_fetches_and_lays_out_then_nothing(lb: Lb) -> None:
+    lb.srv.set_fault("up/a-1.0.tar.gz", cut_after=40)  # cut mid-body once: resumed
+    lb.srv.set_fault("up/UnicodeData.txt", fail_first=[503])  # busy once: retried
     r = ok(lb.doit("lb-mirror"))
+    a_gets = [q for q in lb.srv.requests if q.method == "GET" and q.path == "up/a-1.0.tar.gz"]
+    assert [q.range for q in a_gets] == [None, "bytes=40-"]
+    assert [q.path for q in lb.srv.requests].count("up/UnicodeData.txt") >= 2
     fetched = sorted(t for t in r.ran if t.startswith("mirror:"))
     assert fetched == [f"mirror:{f}" for f in sorted(lb.files)]  # a-1.0 once, not twice
     assert r.ran.index("live-bootstrap") < r.ran.index("lb-mirror")
