@@ -285,3 +285,26 @@ def test_the_tree_comes_from_a_tree_verified_snapshot_offline(
     assert r.code != 0 and f"expected tree {git(repo, 'rev-parse', 'HEAD^{tree}')}" in r.out + r.err
     assert "found tree" in r.out + r.err
     assert (azl.tree / "toolkit" / "Makefile").is_file()  # the previous tree is kept
+
+
+def test_the_real_recipes_check_out_live_bootstrap_and_list_its_248_distfiles(
+    project: Project,
+) -> None:
+    """The repository's own live-bootstrap recipes, where a local git mirror has the commit:
+    `doit live-bootstrap`, then the plan has one fetch task per real distfile."""
+    from tests.test_gitpin import STAGE0, real_mirror
+
+    mirrors = real_mirror("fosslinux+live-bootstrap")
+    repo_recipes = Path(__file__).resolve().parent.parent / "recipes"
+    for name in ("live-bootstrap.toml", "lb-mirror.toml"):
+        (project.root / "recipes" / name).write_text((repo_recipes / name).read_text())
+    env = {"AZL_GIT_MIRRORS": ":".join(map(str, mirrors))}
+    r = project.doit("live-bootstrap", env=env)
+    assert r.code == 0, r.out + r.err
+    checkout = project.root / "cache" / "live-bootstrap"
+    assert git(checkout, "rev-parse", "HEAD") == "1296c44bb345ef5d54ecffd7688f9813d46a032a"
+    assert git(checkout / "seed/stage0-posix/x86", "rev-parse", "HEAD") == STAGE0["x86"]
+    listed = project.doit("list", "--all", env=env)
+    fetches = re.findall(r"^mirror:(\S+)", listed.out, re.M)
+    assert len([f for f in fetches if f != "SHA256SUMS"]) == 248
+    assert "musl-1.2.5.tar.gz" in fetches and "gnulib-8f4538a5.tar.gz" in fetches
