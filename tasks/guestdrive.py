@@ -17,6 +17,7 @@ image, its host key and the client key are what the host-side image task produce
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -125,19 +126,43 @@ def booted(project: Path, s: GuestSettings) -> Iterator[Connection]:
         yield vm.link, vm.why_dead
 
 
+def guest_mirror_files(project: Path) -> set[str] | None:
+    """The mirror files the guest's plan needs (not the host's: live-bootstrap's distfiles
+    are in its image already); None if the guest plan cannot be read here."""
+    from tasks.loader import Project
+
+    saved = os.environ.get("AZL_PLATFORM")
+    os.environ["AZL_PLATFORM"] = "guest"
+    try:
+        return set(Project(project).sources) | {"SHA256SUMS"}
+    except Exception:  # noqa: BLE001 - the guest's own doit will say what is wrong
+        return None
+    finally:
+        if saved is None:
+            del os.environ["AZL_PLATFORM"]
+        else:
+            os.environ["AZL_PLATFORM"] = saved
+
+
 def prepare(project: Path, link: Endpoint, s: GuestSettings, out: Callable[[str], None]) -> None:
     """Push the project, the mirror and the wheelhouse; install the engine's dependencies."""
     wheelhouse = project / "cache" / "wheelhouse"
     if not (wheelhouse / "requirements.txt").exists():
         out("azl: making the wheelhouse for the guest's Python (host network)")
         make_wheelhouse(wheelhouse, engine_requirements(project / "pyproject.toml"))
-    for label, tree, dest, exclude in (
-        ("project", project, s.dest, PROJECT_EXCLUDE),
-        ("mirror", project / "mirror", f"{s.dest}/mirror", MIRROR_EXCLUDE),
-        ("wheelhouse", wheelhouse, f"{s.dest}/cache/wheelhouse", ()),
+    for label, tree, dest, exclude, only in (
+        ("project", project, s.dest, PROJECT_EXCLUDE, None),
+        (
+            "mirror",
+            project / "mirror",
+            f"{s.dest}/mirror",
+            MIRROR_EXCLUDE,
+            guest_mirror_files(project),
+        ),
+        ("wheelhouse", wheelhouse, f"{s.dest}/cache/wheelhouse", (), None),
     ):
         if tree.is_dir():
-            r = push(link, tree, dest, exclude, s.python)
+            r = push(link, tree, dest, exclude, s.python, only)
             out(
                 f"azl: pushed {label}: {r.sent} of {r.files} files changed, "
                 f"{r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s"

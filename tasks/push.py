@@ -146,10 +146,14 @@ def push(
     dest: str,
     exclude: Iterable[str] = (),
     python: str = "python3",
+    only: set[str] | None = None,
 ) -> PushResult:
-    """Make the guest's ``dest`` hold ``tree``'s files (see the module docstring)."""
+    """Make the guest's ``dest`` hold ``tree``'s files (see the module docstring); with
+    ``only``, just those relative paths of it (the rest counts as absent)."""
     start = time.monotonic()
     have = local_manifest(tree, exclude)
+    if only is not None:
+        have = {rel: d for rel, d in have.items() if rel in only}
     there = remote_manifest(link, dest, python)
     send = [rel for rel, digest in have.items() if there.get(rel) != digest]
     delete = sorted(set(there) - set(have))

@@ -39,6 +39,7 @@ def test_drive_pushes_and_runs_the_same_task_names_in_the_guest(tmp_path: Path) 
     project = guest_project(tmp_path / "host")
     project.recipe("a")
     project.recipe("b", deps=("a",))
+    (project.root / "mirror" / "lb-distfile-1.0.tar.gz").write_bytes(b"host only")
     # a wheelhouse as prepared earlier: pushed, and not installed (the guest imports all)
     (project.root / "cache" / "wheelhouse").mkdir(parents=True)
     (project.root / "cache" / "wheelhouse" / "requirements.txt").write_text("doit\n")
@@ -56,6 +57,9 @@ def test_drive_pushes_and_runs_the_same_task_names_in_the_guest(tmp_path: Path) 
         assert drive(project.root, settings, ["a"], out, connect=stand_in) == 0, out.text
         assert "azl: pushed project:" in out.text and "azl: pushed mirror:" in out.text
         assert (dest / "cache" / "wheelhouse" / "requirements.txt").exists()
+        # the mirror files of the guest's plan only (not e.g. live-bootstrap's distfiles)
+        assert (dest / "mirror" / "a-1.0.tar.gz").exists()
+        assert not (dest / "mirror" / "lb-distfile-1.0.tar.gz").exists()
         assert "installing" not in out.text
         assert (dest / "cache" / "manifests" / "a.json").exists()
         assert not (dest / "cache" / "manifests" / "b.json").exists()  # only what was asked
