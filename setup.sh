@@ -29,6 +29,10 @@ declare -A need=(
   # ncurses' autoreconf-dickey (m4), meson (python3)
   [m4]=m4 [autoreconf]=autoconf [automake]=automake [libtoolize]=libtool [bison]=bison
   [flex]=flex [python3]=python3
+  # the VM and the guest link (tasks/vm.py, tasks/link.py) and their tests' guest and sshd
+  [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [ssh]=openssh-client
+  [sshd]=openssh-server [dropbear]=dropbear-bin [cpio]=cpio [mkfs.ext4]=e2fsprogs
+  [sfdisk]=fdisk [unshare]=util-linux
 )
 missing=()
 for tool in "${!need[@]}"; do
@@ -40,6 +44,9 @@ for header in security/pam_appl.h:libpam0g-dev openssl/ssl.h:libssl-dev zlib.h:z
   [ -e "/usr/include/${header%%:*}" ] || [ -e "/usr/include/x86_64-linux-gnu/${header%%:*}" ] ||
     missing+=("${header##*:}")
 done
+# the VM tests' guest (tests/vmimage.py): a static busybox and a kernel with its modules
+ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' || missing+=(busybox-static)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
 python=${PYTHON:-/usr/bin/python3}
 "$python" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -46,6 +46,10 @@ def missing_tools() -> list[str]:
     need = [BUSYBOX, DROPBEAR, Path("/usr/bin/dropbearkey"), Path("/usr/bin/qemu-system-x86_64")]
     need += [Path("/usr/bin/ssh"), Path("/usr/bin/ssh-keygen"), Path("/usr/sbin/mkfs.ext4")]
     missing = [str(p) for p in need if not p.exists()]
+    if BUSYBOX.exists():
+        ldd = subprocess.run(["ldd", BUSYBOX], capture_output=True, text=True)
+        if "not a dynamic" not in ldd.stdout + ldd.stderr:
+            missing.append(f"a static {BUSYBOX} (Debian: busybox-static)")
     if not kernel_release():
         missing.append("/boot/vmlinuz-* with /lib/modules/<release>")
     return missing
