@@ -267,7 +267,7 @@ def report(
                 f"    {s['n']:>5} packages: no-op {s['noop'] * 1000:7.1f} ms, floor {s['floor'] * 1000:6.1f} ms, "
                 f"stock {s['stock_noop'] * 1000:7.1f} ms, ratio {s['noop'] / s['floor']:.1f}x"
             )
-        for a, c in zip(slope, slope[1:]):
+        for a, c in zip(slope, slope[1:], strict=False):
             d = c["n"] - a["n"]
             print(
                 f"    {a['n']}->{c['n']}: azl {(c['noop'] - a['noop']) / d * 1000:.3f} ms/package, "
