@@ -28,7 +28,7 @@ from typing import IO, Any
 from doit.action import BaseAction
 from doit.exceptions import TaskError, TaskFailed
 
-from tasks import buildsys, lock, manifest
+from tasks import buildsys, jobserver, lock, manifest
 from tasks.config import Paths
 from tasks.fsutil import MountedError, mounts_under, safe_rmtree
 from tasks.platform import Platform
@@ -64,6 +64,8 @@ class BuildAction(BaseAction):
         self.task = None
         self.out = self.err = self.result = None
         self.values: dict[str, Any] = {}
+        self._jobs: dict[str, str] = {}  # JOBS and MAKEFLAGS while the build holds its slots
+        self._pass_fds: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         return f"build {self.build.name} {self.build.version.version} ({self.platform.name})"
@@ -89,6 +91,7 @@ class BuildAction(BaseAction):
             "BUILDDIR": str(build_dir),
             "SRCDIR": str(build_dir / "src"),
             "DESTDIR": str(stage),
+            **({"JOBS": self._jobs["JOBS"]} if self._jobs else {}),
         }
 
     def environment(self, variables: dict[str, str]) -> dict[str, str]:
@@ -100,6 +103,7 @@ class BuildAction(BaseAction):
             }
         )
         env["HOME"] = variables["BUILDDIR"]
+        env.update(self._jobs)
         if self.isolate_network and not self.build.recipe.network:
             env["AZL_NO_NETWORK"] = "1"
         env.update({k: expand(v, variables) for k, v in self.build.env.items()})
@@ -123,7 +127,8 @@ class BuildAction(BaseAction):
             self._log = log
             self._tee = out
             try:
-                self._run(build_dir, stage)
+                with self._job_slots():
+                    self._run(build_dir, stage)
             except StepFailed as e:
                 return self._failure(e, log_path)
             except Exception as e:  # noqa: BLE001 - reported to the user with the log
@@ -172,6 +177,18 @@ class BuildAction(BaseAction):
             safe_rmtree(build_dir)
         self._note("done")
 
+    @contextlib.contextmanager
+    def _job_slots(self):  # noqa: ANN202
+        """Hold this build's share of the run's job budget (``tasks.jobserver``)."""
+        r = self.build.recipe
+        joins = r.build_system in ("autotools", "make") and "compile" not in r.script
+        with jobserver.slots(self.platform.jobs, joins) as (_, env, js):
+            self._jobs, self._pass_fds = env, js.fds
+            try:
+                yield
+            finally:
+                self._jobs, self._pass_fds = {}, ()
+
     def _unpack(self, build_dir: Path, src: Path) -> None:
         for source in self.build.version.sources:
             path = (self.paths.mirror / source.file).resolve()
@@ -211,6 +228,7 @@ class BuildAction(BaseAction):
             proc = subprocess.Popen(
                 [sys.executable, SUPERVISOR, *argv], cwd=cwd, env=env, stdin=lifeline_r,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=self._pass_fds,
             )  # fmt: skip
         except OSError as e:
             os.close(lifeline_w)
@@ -261,6 +279,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 def stop_all_builds() -> None:
     """Stop every running build command (called from the main thread's SIGINT/SIGTERM
     handler: under ``doit -n N`` the builds wait in worker threads that never see it)."""
+    jobserver.STOP.set()  # builds waiting for a job slot give up
     for proc in list(RUNNING):
         kill_group(proc)
 

@@ -465,7 +465,7 @@ def test_same_file_name_with_two_sha256_is_refused(project: Project, srv: Server
     msg = r.out + r.err
     assert "recipes/a.toml" in msg and "recipes/b.toml" in msg, msg
     assert one.sha in msg and two.sha in msg
-    assert not (project.root / "cache" / "state" / "tasks").exists()  # nothing was run
+    assert not (project.root / "cache" / "state" / "journal").exists()  # nothing was run
 
 
 def test_same_file_name_collision_is_reported_like_any_recipe_error(
