@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 from doit.exceptions import InvalidDodoFile, TaskError, TaskFailed
 from doit.task import Task
 
-from tasks import checker, lock, manifest, uptodate
+from tasks import checker, lock, manifest
 from tasks.build import TAIL_LINES, BuildAction, StepFailed, clean_paths
 from tasks.config import Paths
 from tasks.fsutil import atomic_write, mounts_under, safe_rmtree
@@ -572,8 +572,6 @@ def write_record(record: Path, tree: Path, files: list[str]) -> None:
 class OutputsRecorded:
     """uptodate: every output recorded in the stage's record still has its digest (stat-key
     cached, so an unchanged multi-GB ISO is not read again)."""
-
-    __signature__ = uptodate.SIGNATURE
 
     def __init__(self, record: Path, tree: Path):
         self.record, self.tree = record, tree
