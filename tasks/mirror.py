@@ -72,14 +72,20 @@ def fetch_source(
     source: Source, paths: Paths, settings: MirrorSettings
 ) -> dict[str, Any] | TaskFailed:
     """Action of ``mirror:<file>``: keep a verified copy, or fetch one. Returns (as the task's
-    saved values) the stat key and digest that mark the file verified and where it came from."""
+    saved values) the stat key that marks the file verified and where it came from."""
     from tasks.download import FetchError, debian_archive_uri, fetch, sha256_file  # requests
 
     lock.acquire(paths.state)
     dest = paths.mirror / source.file
     if dest.exists():
         if sha256_file(dest) == source.sha256:
-            return {**_verified(dest, source), "origin": "mirror/", "bytes": 0}
+            return {
+                "verified": _stat_key(dest),
+                "sha256": source.sha256,
+                "xxh3": checker.file_digest(str(dest)),
+                "origin": "mirror/",
+                "bytes": 0,
+            }
         os.replace(dest, dest.with_name(dest.name + ".bad"))  # kept for inspection, never used
     paths.mirror.mkdir(parents=True, exist_ok=True)
     debian = None if settings.offline or settings.debian_archive else debian_archive_uri()
@@ -97,15 +103,13 @@ def fetch_source(
         return TaskFailed(str(e))
     except OSError as e:  # the mirror directory itself: permissions, a read-only disk
         return TaskFailed(f"{source.file}: {e}")
-    return {**_verified(dest, source), "origin": origin, "bytes": dest.stat().st_size}
-
-
-def _verified(dest: Path, source: Source) -> dict[str, Any]:
-    """What marks ``dest`` as the file verified against ``source.sha256``."""
+    size = dest.stat().st_size
     return {
         "verified": _stat_key(dest),
         "sha256": source.sha256,
         "xxh3": checker.file_digest(str(dest)),
+        "origin": origin,
+        "bytes": size,
     }
 
 

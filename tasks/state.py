@@ -13,7 +13,8 @@ The journal is read in one go (a no-op reads one file, not one per task). One li
 record, ``<crc32> <json [task, record-or-null]>``; the last line for a task wins and ``null``
 forgets it. A line cut short by a crash or a power cut is only ever the last one (each commit
 is one ``write`` then ``fdatasync``): it is ignored and cut off by the next commit. A bad line
-followed by good ones is damage, reported naming the file and line. When superseded lines
+followed by good ones is damage: it is skipped with one line on stderr naming the file and
+line (never trusted, never a traceback), the records around it stand. When superseded lines
 outnumber live ones the writer rewrites the journal (``.part`` + fsync + rename), like
 Ninja's ``.ninja_log``. Per-task JSON files of older versions (``cache/state/tasks/``) are
 read once and folded into the journal at the first commit.
@@ -28,13 +29,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
 import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
-
-from doit.dependency import DatabaseException
 
 from tasks import lock
 from tasks.fsutil import atomic_write, fsync_dir
@@ -54,17 +54,19 @@ def _line(task_id: str, record: dict[str, Any] | None) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
-def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """``(records, lines, good_length)``: the live record of each task, the number of valid
-    lines and the byte length up to the end of the last valid one (a torn tail is beyond)."""
+def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], int, int, bool]:
+    """``(records, lines, good_length, damaged)``: the live record of each task, the number
+    of valid lines, the byte length up to the end of the last valid one (a torn tail is
+    beyond) and whether damaged lines were skipped."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return {}, 0, 0
+        return {}, 0, 0, False
     records: dict[str, dict[str, Any]] = {}
     lines = good = pos = 0
-    bad_at: int | None = None  # line number of the first bad line
+    bad: list[int] = []  # line numbers of bad lines not yet followed by a good one
+    damaged = False
     number = 0
     while pos < len(data):
         end = data.find(b"\n", pos)
@@ -73,14 +75,15 @@ def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], int, int]:
         entry = _parse(raw) if end >= 0 else None
         pos = len(data) if end < 0 else end + 1
         if entry is None:
-            bad_at = bad_at or number
+            bad.append(number)
             continue
-        if bad_at is not None:
-            raise DatabaseException(
-                f"damaged state journal {path}: line {bad_at} is not a valid record but later "
-                f"ones are. Cut the file before line {bad_at} (its tasks will run again) or "
-                "delete it (every task runs again)"
+        if bad:  # not a torn tail: damage in the middle
+            sys.stderr.write(
+                f"azl-bootstrap: damaged state journal {path}: line(s) "
+                f"{', '.join(map(str, bad))} ignored; their tasks are checked by their "
+                "earlier records or as if they had never run\n"
             )
+            bad, damaged = [], True
         task_id, record = entry
         if record is None:
             records.pop(task_id, None)
@@ -88,7 +91,7 @@ def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], int, int]:
             records[task_id] = record
         lines += 1
         good = pos
-    return records, lines, good
+    return records, lines, good, damaged
 
 
 def _parse(raw: bytes) -> tuple[str, dict[str, Any] | None] | None:
@@ -108,12 +111,14 @@ def _legacy(tasks_dir: Path) -> dict[str, dict[str, Any]]:
     """The per-task JSON files of versions before the journal."""
     records = {}
     for p in sorted(tasks_dir.glob("*.json")):
+        task_id = unquote(p.name[: -len(".json")])
         try:
-            records[unquote(p.name[: -len(".json")])] = json.loads(p.read_text())
-        except ValueError as e:
-            raise DatabaseException(
-                f"damaged state file {p} ({e}); delete it and that task will simply run again"
-            ) from None
+            records[task_id] = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:  # truncated or garbage: not trusted
+            sys.stderr.write(
+                f"azl-bootstrap: damaged state file {p} ({e}): ignored, "
+                f"{task_id} is checked again as if it had never run\n"
+            )
     return records
 
 
@@ -135,12 +140,13 @@ class TaskStateDB:
         self._good = 0  # bytes of the journal up to its last valid line
         self._legacy = False  # records came from per-task files: write them all first
         self._fd: int | None = None
+        self._damaged = False  # skipped damaged lines: the next writer rewrites the journal
         self._mutex = threading.Lock()
 
     def _read(self) -> None:
         if self._loaded:
             return
-        self._disk, self._lines, self._good = read_journal(self.path)
+        self._disk, self._lines, self._good, self._damaged = read_journal(self.path)
         if not self.path.exists() and self.legacy_dir.is_dir():
             self._disk, self._legacy = _legacy(self.legacy_dir), True
         self._loaded = True
@@ -191,8 +197,10 @@ class TaskStateDB:
             self._commit(todo)
         self._removed.clear()
         wrote = self._fd is not None  # this process wrote (and holds the lock)
-        if wrote and self._lines >= COMPACT_MIN_LINES and self._lines > 2 * len(self._disk):
+        superseded = self._lines >= COMPACT_MIN_LINES and self._lines > 2 * len(self._disk)
+        if wrote and (superseded or self._damaged):
             self._compact(self._disk)
+            self._damaged = False
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

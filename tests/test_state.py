@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from doit.dependency import DatabaseException, Dependency, JSONCodec
+from doit.dependency import Dependency, JSONCodec
 from doit.task import Task
 
 from tasks import checker, lock, state
@@ -179,8 +179,8 @@ def test_remove_all(state_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["bad crc", "not json", "zeros"])
-def test_damage_before_good_records_raises_database_exception_naming_it(
-    state_dir: Path, damage: str
+def test_damaged_line_between_good_ones_is_ignored_with_a_line_naming_it(
+    state_dir: Path, damage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = new_db(state_dir)
     for t in ("a", "b", "c"):
@@ -192,11 +192,28 @@ def test_damage_before_good_records_raises_database_exception_naming_it(
         "zeros": b"\0" * len(lines[1]),
     }[damage]
     journal(state_dir).write_bytes(b"\n".join(lines))
-    with pytest.raises(DatabaseException) as ei:
-        new_db(state_dir).get("a", "deps:")
-    assert str(journal(state_dir)) in str(ei.value) and "line 2" in str(ei.value)
-    with pytest.raises(DatabaseException):
-        new_db(state_dir).in_("c")
+    again = new_db(state_dir)
+    assert again.get("b", "deps:") is None  # never trusted: b is checked as new
+    assert again.get("a", "deps:") == ["a"] and again.in_("c")  # the others stand
+    err = capsys.readouterr().err
+    assert f"damaged state journal {journal(state_dir)}: line(s) 2 ignored" in err
+    again.set("b", "deps:", ["b2"])  # the next writer rewrites the journal without it
+    again.dump()
+    assert journal(state_dir).read_bytes().count(b"\n") == 3
+    assert new_db(state_dir).get("b", "deps:") == ["b2"]
+    assert capsys.readouterr().err == ""
+
+
+def test_damaged_file_of_an_older_version_is_ignored_with_a_line_naming_it(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = state_dir / "tasks"
+    old.mkdir(parents=True)
+    (old / "pkg.json").write_text('{"deps:": [')
+    (old / "ok.json").write_text('{"deps:": []}')
+    db = new_db(state_dir)
+    assert db.get("pkg", "deps:") is None and db.get("ok", "deps:") == []
+    assert f"damaged state file {old / 'pkg.json'}" in capsys.readouterr().err
 
 
 def test_journal_is_compacted_when_mostly_superseded(
