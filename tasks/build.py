@@ -136,6 +136,7 @@ class BuildAction(BaseAction):
         return None
 
     def _run(self, build_dir: Path, stage: Path) -> None:
+        started = time.monotonic()
         b, variables = self.build, self.variables()
         env = self.environment(variables)
         src = build_dir / "src"
@@ -176,6 +177,8 @@ class BuildAction(BaseAction):
         if not self.keep_build:
             safe_rmtree(build_dir)
         self._note("done")
+        # stored with the task's state: the next run starts long packages first
+        self.values["seconds"] = round(time.monotonic() - started, 1)
 
     @contextlib.contextmanager
     def _job_slots(self):  # noqa: ANN202
