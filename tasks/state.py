@@ -54,15 +54,31 @@ def _line(task_id: str, record: dict[str, Any] | None) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
-def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], int, int, bool]:
+_Journal = tuple[dict[str, dict[str, Any]], int, int, bool]
+_read_cache: dict[str, tuple[tuple[int, ...], _Journal]] = {}  # path -> (stat key, journal)
+
+
+def read_journal(path: Path) -> _Journal:
     """``(records, lines, good_length, damaged)``: the live record of each task, the number
     of valid lines, the byte length up to the end of the last valid one (a torn tail is
-    beyond) and whether damaged lines were skipped."""
+    beyond) and whether damaged lines were skipped. Parsed once per process while the file
+    is unchanged (the loader and the backend share it); the records must not be mutated."""
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            hit = _read_cache.get(str(path))
+            if hit is not None and hit[0] == key:
+                return hit[1]
             data = f.read()
     except FileNotFoundError:
         return {}, 0, 0, False
+    result = _parse_journal(path, data)
+    _read_cache[str(path)] = (key, result)
+    return result
+
+
+def _parse_journal(path: Path, data: bytes) -> _Journal:
     records: dict[str, dict[str, Any]] = {}
     lines = good = pos = 0
     bad: list[int] = []  # line numbers of bad lines not yet followed by a good one
@@ -283,4 +299,16 @@ def read_record(state_dir: str | os.PathLike, task_id: str) -> dict[str, Any]:
     """The stored record of one task ({} if none)."""
     db = TaskStateDB(os.fspath(state_dir))
     db._read()
-    return db._disk.get(task_id, {})
+    return dict(db._disk.get(task_id, {}))
+
+
+def recorded_seconds(state_dir: str | os.PathLike) -> dict[str, float]:
+    """How long each task's last successful run took (the ``seconds`` its action stored)."""
+    db = TaskStateDB(os.fspath(state_dir))
+    db._read()
+    out = {}
+    for task_id, record in db._disk.items():
+        seconds = (record.get("_values_:") or {}).get("seconds")
+        if isinstance(seconds, int | float):
+            out[task_id] = float(seconds)
+    return out
