@@ -81,7 +81,7 @@ class Reporter(ConsoleReporter):
 
     def skip_uptodate(self, task: Any) -> None:
         self._tick(task)
-        if self.bar is None:
+        if self.bar is None and task.actions:  # a group task (``all``) says nothing
             super().skip_uptodate(task)
 
     def skip_ignore(self, task: Any) -> None:
