@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,10 +38,18 @@ from bench import project as gen
 PY = sys.executable
 
 
+LAST_CPU = [0.0]  # CPU seconds (user + system) of the last command run by ``wall``
+
+
 def wall(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Wall seconds of a command (its CPU seconds in ``LAST_CPU``: on a shared machine the
+    CPU figure is the steadier one)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if r.returncode:
         raise SystemExit(
             f"{' '.join(argv)} in {cwd}: exit {r.returncode}\n{r.stdout.decode()}{r.stderr.decode()}"
@@ -62,16 +71,26 @@ def doit_out(cwd: Path, *args: str) -> str:
 
 
 def interleaved(rounds: int, **twins: Callable[[], float]) -> dict[str, float]:
-    """Median seconds of each callable, run in turn ``rounds`` times."""
+    """Median seconds of each callable, run in turn ``rounds`` times; ``<name>_cpu``: the
+    median CPU seconds of the command each one ran."""
     times: dict[str, list[float]] = {k: [] for k in twins}
+    cpu: dict[str, list[float]] = {k: [] for k in twins}
     for _ in range(rounds):
         for k, fn in twins.items():
+            LAST_CPU[0] = 0.0
             times[k].append(fn())
-    return {k: statistics.median(v) for k, v in times.items()}
+            cpu[k].append(LAST_CPU[0])
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out |= {f"{k}_cpu": statistics.median(v) for k, v in cpu.items()}
+    return out
 
 
-def row(figure: str, a: float, b: float, ratio: str, goal: str) -> None:
-    print(f"  {figure:<44} {a * 1000:9.1f} ms {b * 1000:9.1f} ms  {ratio:>9}  {goal}")
+def row(figure: str, a: float, b: float, ratio: str, goal: str, cpu: str = "") -> None:
+    print(f"  {figure:<44} {a * 1000:9.1f} ms {b * 1000:9.1f} ms  {ratio:>9}  {goal:<11} {cpu}")
+
+
+def cpu_ratio(r: dict, a: str, b: str) -> str:
+    return f"CPU {r[a + '_cpu'] * 1000:.0f}/{r[b + '_cpu'] * 1000:.0f} ms = {r[a + '_cpu'] / max(r[b + '_cpu'], 1e-6):.2f}x"
 
 
 def stat_paths(root: Path) -> list[str]:
@@ -97,22 +116,22 @@ FLOOR = (
 
 BREAKDOWN = """\
 import json, sys, time
-t0 = time.perf_counter()
+t0 = time.process_time()
 import doit.doit_cmd
-t1 = time.perf_counter()
+t1 = time.process_time()
 import tasks.loader
-t2 = time.perf_counter()
+t2 = time.process_time()
 from pathlib import Path
 project = tasks.loader.Project(Path("."))
-t3 = time.perf_counter()
+t3 = time.process_time()
 task_list = list(project.tasks())
-t4 = time.perf_counter()
+t4 = time.process_time()
 from doit.dependency import JSONCodec
 from tasks.state import TaskStateDB
 db = TaskStateDB(str(project.paths.state), codec=JSONCodec())
 for t in task_list:
     db.get(t.name, "deps:")
-t5 = time.perf_counter()
+t5 = time.process_time()
 print(json.dumps({"import doit": t1 - t0, "import engine": t2 - t1, "recipes": t3 - t2,
                   "tasks": t4 - t3, "state read": t5 - t4, "modules": len(sys.modules)}))
 """
@@ -156,7 +175,8 @@ def measure_project(tmp: Path, n: int, mirror_bytes: int, rounds: int, full: boo
     res |= interleaved(
         rounds, list_azl=lambda: doit(azl, "list"), list_bare=lambda: doit(bare, "list")
     )
-    res["interp"] = interleaved(rounds, i=lambda: wall([PY, "-c", "pass"], azl))["i"]
+    interp = interleaved(rounds, i=lambda: wall([PY, "-c", "pass"], azl))
+    res["interp"], res["interp_cpu"] = interp["i"], interp["i_cpu"]
     parts = []
     for _ in range(rounds):
         r = subprocess.run([PY, "-c", BREAKDOWN], cwd=azl, capture_output=True, text=True)
@@ -216,13 +236,21 @@ def report(
     )
     print(f"  first build: azl {r['build']:.1f} s, stock doit {r['stock build']:.1f} s\n")
     print(f"  {'figure':<44} {'azl':>12} {'twin':>12}  {'ratio':>9}  goal")
-    row("no-op / stat floor", r["noop"], r["floor"], f"{r['noop'] / r['floor']:.1f}x", "<= 5x (3x)")
+    row(
+        "no-op / stat floor",
+        r["noop"],
+        r["floor"],
+        f"{r['noop'] / r['floor']:.1f}x",
+        "<= 5x (3x)",
+        cpu_ratio(r, "noop", "floor"),
+    )
     row(
         "no-op / stock doit no-op",
         r["noop"],
         r["stock_noop"],
         f"{r['noop'] / r['stock_noop']:.2f}x",
         "< 1x",
+        cpu_ratio(r, "noop", "stock_noop"),
     )
     row(
         f"after touch: stock / azl ({r['touch rebuilt']} rebuilt)",
@@ -230,6 +258,7 @@ def report(
         r["touch_stock"],
         f"{r['touch_stock'] / r['touch_azl']:.2f}x",
         ">= 10x",
+        cpu_ratio(r, "touch_stock", "touch_azl"),
     )
     thr = hashed["cat"] / hashed["engine"]
     row(
@@ -245,6 +274,7 @@ def report(
         r["list_bare"],
         f"{r['list_azl'] / r['list_bare']:.2f}x",
         "<= 1.5x",
+        cpu_ratio(r, "list_azl", "list_bare"),
     )
     for n, (peak, t) in jobs.items():
         print(
@@ -252,26 +282,34 @@ def report(
             f"{'ok' if peak <= 2 else 'OVER':>9}  <= budget  ({t:.1f} s)"
         )
     b = r["breakdown"]
-    print("\n  no-op breakdown (wall, ms):")
-    known = r["interp"] + sum(v for k, v in b.items() if k != "modules")
+    interp, noop = r["interp_cpu"], r["noop_cpu"]
+    known = interp + sum(v for k, v in b.items() if k != "modules")
+    print("\n  no-op breakdown (CPU, ms):")
     print(
-        f"    interpreter {r['interp'] * 1000:.0f}, "
+        f"    interpreter {interp * 1000:.0f}, "
         + ", ".join(f"{k} {v * 1000:.0f}" for k, v in b.items() if k != "modules")
-        + f", run phase {max(0.0, r['noop'] - known) * 1000:.0f}; total {r['noop'] * 1000:.0f}"
+        + f", run phase {max(0.0, noop - known) * 1000:.0f}; total {noop * 1000:.0f}"
         f"; {b['modules']:.0f} modules imported"
     )
     if slope:
-        print("\n  per-package slope of the no-op:")
+        print("\n  per-package slope of the no-op (wall; CPU in brackets):")
         for s in slope:
             print(
-                f"    {s['n']:>5} packages: no-op {s['noop'] * 1000:7.1f} ms, floor {s['floor'] * 1000:6.1f} ms, "
-                f"stock {s['stock_noop'] * 1000:7.1f} ms, ratio {s['noop'] / s['floor']:.1f}x"
+                f"    {s['n']:>5} packages: no-op {s['noop'] * 1000:7.1f} ms "
+                f"[{s['noop_cpu'] * 1000:.0f}], floor {s['floor'] * 1000:6.1f} ms "
+                f"[{s['floor_cpu'] * 1000:.0f}], stock {s['stock_noop'] * 1000:7.1f} ms "
+                f"[{s['stock_noop_cpu'] * 1000:.0f}], ratio {s['noop'] / s['floor']:.1f}x"
             )
         for a, c in zip(slope, slope[1:], strict=False):
             d = c["n"] - a["n"]
+
+            def per(k: str, a: dict = a, c: dict = c, d: int = d) -> str:
+                return f"{(c[k] - a[k]) / d * 1000:.3f}"
+
             print(
-                f"    {a['n']}->{c['n']}: azl {(c['noop'] - a['noop']) / d * 1000:.3f} ms/package, "
-                f"floor {(c['floor'] - a['floor']) / d * 1000:.3f}, stock {(c['stock_noop'] - a['stock_noop']) / d * 1000:.3f}"
+                f"    {a['n']}->{c['n']}: ms per package: azl {per('noop')} [{per('noop_cpu')}], "
+                f"floor {per('floor')} [{per('floor_cpu')}], stock {per('stock_noop')} "
+                f"[{per('stock_noop_cpu')}]"
             )
 
 
