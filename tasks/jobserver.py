@@ -37,8 +37,14 @@ class JobServer:
         self.budget = max(1, budget)
         self.read_fd, self.write_fd = os.pipe()
         # a separate open file description of the same pipe: O_NONBLOCK for the engine only
-        self._engine_fd = os.open(f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_NONBLOCK)
-        os.set_blocking(self.write_fd, True)
+        # (without /proc: the shared, blocking one; a token make takes between the engine's
+        # select and read then makes the engine wait for the next one, no more)
+        try:
+            self._engine_fd = os.open(
+                f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+        except OSError:
+            self._engine_fd = self.read_fd
         os.write(self.write_fd, TOKEN * self.budget)
         self.held = 0  # tokens the engine's builds hold now (for tests and the bench)
         self._mutex = threading.Lock()
@@ -52,7 +58,12 @@ class JobServer:
 
     def _take(self, n: int) -> int:
         try:
-            got = len(os.read(self._engine_fd, n))
+            if self._engine_fd == self.read_fd:
+                got = 0
+                while got < n and select.select([self.read_fd], [], [], 0)[0]:
+                    got += len(os.read(self.read_fd, 1))
+            else:
+                got = len(os.read(self._engine_fd, n))
         except BlockingIOError:
             return 0
         with self._mutex:

@@ -3,6 +3,7 @@ real ``doit -n`` run whose fake compiler records how many compile jobs ran at on
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
@@ -59,7 +60,17 @@ def test_makes_share_the_pool_and_never_exceed_it(tmp_path: Path) -> None:
     assert js.try_acquire(5) == 2  # every token came back
 
 
-def test_share_takes_only_free_tokens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proc", [True, False], ids=["own fd via /proc", "without /proc"])
+def test_share_takes_only_free_tokens(monkeypatch: pytest.MonkeyPatch, proc: bool) -> None:
+    if not proc:
+        real_open = os.open
+
+        def no_proc(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if str(path).startswith("/proc/"):
+                raise FileNotFoundError(path)
+            return real_open(path, *a, **kw)
+
+        monkeypatch.setattr(os, "open", no_proc)
     js = jobserver.JobServer(3)
     saved, jobserver._server = jobserver._server, js
     try:
