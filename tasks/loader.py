@@ -34,11 +34,11 @@ from doit.exceptions import InvalidDodoFile
 from doit.task import Task
 from doit.tools import config_changed
 
-from tasks import checker
+from tasks import checker, recipecache, state
 from tasks.build import stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
-from tasks.graph import find_cycle, to_dot, topo_order
+from tasks.graph import critical_first, find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
 from tasks.kinds.base import make_task as _task
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
@@ -162,7 +162,10 @@ class Project:
             errors.append(e)
             self.config = Config()
         try:
-            self.recipes: dict[str, Recipe] = load_recipes(self.paths.recipes)
+            # parsed and validated once per change of recipes/ (tasks.recipecache)
+            self.recipes: dict[str, Recipe] = recipecache.load(
+                self.paths.recipes, self.paths.state / "recipes.cache", load_recipes
+            )
         except RecipeErrors as e:
             raise RecipeErrors(errors + e.errors) from None
         if errors:
@@ -247,20 +250,34 @@ class Project:
             ]
         except (RecipeError, RecipeErrors) as e:
             raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
-        yield from self._fetch_tasks()
+        # doit offers ready tasks in the order of the groups' dependencies (and a package
+        # becomes ready when its fetch is done): the longest remaining chain first, by the
+        # times the last builds recorded, which shortens a parallel run
+        seconds = state.recorded_seconds(self.paths.state)
+        edges = {n: b.depends for n, b in self.builds.items()}
+        ranked = critical_first(edges, lambda n: seconds.get(n, 1.0), self.order)
+        yield from self._fetch_tasks({n: i for i, n in enumerate(ranked)})
         yield from steps
         yield self._graph_task()
         host = [n for n in self.order if self.builds[n].platform == "host"]
-        # fetch every source before building anything: a missing file stops the run early
+        # fetch every source before building anything: a missing file stops the run early;
+        # a group task does no work: up to date, so a no-op neither reruns nor records it
         yield _task(
             name="all",
             actions=None,
-            task_dep=["mirror", *(n for n in self.order if n not in host)],
+            task_dep=["mirror", *(n for n in ranked if n not in host)],
+            uptodate=[True],
             doc="build every step of this platform"
             + ("" if self.platform.name == "guest" else " (the host's: doit host)"),
         )
         if self.platform.name != "guest":
-            yield _task(name="host", actions=None, task_dep=host, doc="run every host step")
+            yield _task(
+                name="host",
+                actions=None,
+                task_dep=[n for n in ranked if n in host],
+                uptodate=[True],
+                doc="run every host step",
+            )
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
         """Checked before a run starts, so it stops before building anything: no package of
@@ -314,10 +331,11 @@ class Project:
             raise RecipeErrors(errors)
         return owners
 
-    def _fetch_tasks(self) -> Iterator[Task]:
-        """One fetch task per source, mirror/SHA256SUMS, and the group ``mirror``."""
+    def _fetch_tasks(self, rank: dict[str, int]) -> Iterator[Task]:
+        """One fetch task per source (in the order of the packages' ``rank``),
+        mirror/SHA256SUMS, and the group ``mirror``."""
         names = []
-        for src, name in self.sources.values():
+        for src, name in sorted(self.sources.values(), key=lambda s: rank.get(s[1], 0)):
             names.append(f"mirror:{src.file}")
             yield _task(
                 name=f"mirror:{src.file}",
@@ -341,7 +359,12 @@ class Project:
         )
         names.append(f"mirror:{SUMS}")
         yield _task(
-            name="mirror", actions=None, task_dep=names, has_subtask=True, doc="fetch every source"
+            name="mirror",
+            actions=None,
+            task_dep=names,
+            has_subtask=True,
+            uptodate=[True],
+            doc="fetch every source",
         )
 
     def _graph_task(self) -> Task:

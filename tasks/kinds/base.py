@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from doit.task import Task
 
+from tasks import uptodate
 from tasks.config import Config, Paths
 from tasks.mirror import MirrorSettings
 from tasks.platform import Platform
@@ -76,6 +77,8 @@ def dependency_inputs(plan: Plan, build: Build) -> tuple[list[str], list[str]]:
 class Signature:
     """uptodate: the recipe's normalised content and the platform are what they were at the
     last successful build. ``doit info PKG`` shows which fields changed."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
 
     def __init__(self, signature: dict[str, Any]):
         # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
