@@ -182,6 +182,7 @@ class Project:
         if errors:
             raise RecipeErrors(errors)
         self.builds = self._resolve()
+        self._outputs: dict[str, list[str]] = {}
         self.order = topo_order({n: b.depends for n, b in self.builds.items()}, key=self._step_key)
         offline = (
             self.config.offline
@@ -235,9 +236,13 @@ class Project:
         return self.builds[name] if name else None
 
     def outputs(self, name: str) -> list[str]:
-        """The files a dependent of the build ``name`` has as file_dep ([]: order only)."""
-        build = self.builds[name]
-        return KINDS[build.recipe.kind].outputs(self, build)
+        """The files a dependent of the build ``name`` has as file_dep ([]: order only);
+        asked once per dependency edge, so worked out once per build."""
+        out = self._outputs.get(name)
+        if out is None:
+            build = self.builds[name]
+            out = self._outputs[name] = KINDS[build.recipe.kind].outputs(self, build)
+        return list(out)
 
     def tasks(self) -> Iterator[Task]:
         """Every task of the plan; a mistake only visible in the plan (a stage without its
