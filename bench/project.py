@@ -129,10 +129,12 @@ PROBE = """\
 #!/bin/sh
 # a fake compile job: note how many run now, work a while, leave
 d="$1"
+echo "start $(date +%s.%N)" >> "$d/times"
 touch "$d/run.$$"
 ls "$d" | grep -c '^run\\.' >> "$d/peaks"
 sleep 0.3
 rm -f "$d/run.$$"
+echo "end $(date +%s.%N)" >> "$d/times"
 """
 
 
