@@ -13,7 +13,8 @@ is compared:
 - the first run after ``touch`` of every mirror file, azl against stock doit;
 - hashing a changed file (the engine's checker) against ``cat FILE > /dev/null``;
 - ``doit list`` against ``doit list`` of a one-task dodo (bare doit);
-- the peak of compile jobs running at once under ``doit -n K`` against the job budget;
+- the peak of compile jobs running at once under ``doit -n K`` against the job budget, and
+  the makespan of those jobs against the bound (their job-seconds over the budget);
 - where the no-op goes (interpreter, imports, recipes, tasks, state read, run phase);
 - the no-op per package at several project sizes (the slope).
 """
