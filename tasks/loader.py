@@ -155,6 +155,7 @@ class Project:
 
     def __init__(self, project: Path):
         self.paths = Paths(project)
+        recipe_cache = recipecache.RecipeCache(self.paths.state / "recipes.cache")
         errors: list[RecipeError] = []
         try:
             self.config: Config = load_config(project)
@@ -163,9 +164,7 @@ class Project:
             self.config = Config()
         try:
             # parsed and validated once per change of recipes/ (tasks.recipecache)
-            self.recipes: dict[str, Recipe] = recipecache.load(
-                self.paths.recipes, self.paths.state / "recipes.cache", load_recipes
-            )
+            self.recipes: dict[str, Recipe] = recipe_cache.load(self.paths.recipes, load_recipes)
         except RecipeErrors as e:
             raise RecipeErrors(errors + e.errors) from None
         if errors:
@@ -196,6 +195,7 @@ class Project:
         self.mirror = MirrorSettings.make(
             self.config.mirrors, self.config.debian_archive, offline, project
         )
+        recipe_cache.save()  # everything validated: remember the parsed recipes
 
     def _step_key(self, name: str) -> tuple[int, int, str]:
         """The procedure's order, then the name."""

@@ -1,9 +1,11 @@
 """Recipes parsed and validated once per change of the recipe files.
 
 Every ``doit`` (a no-op, ``doit list``) needs the validated recipe set; parsing and checking
-hundreds of TOML files is most of what a no-op spends in Python. ``load`` keeps the result
-of a successful load in ``cache/state/recipes.cache`` (a pickle: the project's own cache,
-trusted like its ``dodo.py``) with the key it was made from:
+hundreds of TOML files is most of what a no-op spends in Python. ``RecipeCache.load`` returns
+the result of the last successful load while nothing changed; ``save`` (called once the whole
+project validated: a run stopped by a bad config writes nothing) keeps a new one in
+``cache/state/recipes.cache`` (a pickle: the project's own cache, trusted like its
+``dodo.py``) with the key it was made from:
 
 - every file and directory under ``recipes/`` (patches and ``files/`` too: validation checks
   that they exist) with its stat key (size, mtime, ctime, inode) and its content digest
@@ -72,32 +74,50 @@ def _digest(path: Path) -> str:
         return "dir"
 
 
-def load(recipes_dir: Path, cache_file: Path, parse: Callable[[Path], T]) -> T:
-    """``parse(recipes_dir)``, or its result from the last run if no recipe file changed."""
-    try:
-        files = _scan(recipes_dir)
-        engine = _engine_key()
-    except OSError:
-        return parse(recipes_dir)  # parse reports the missing directory
-    cached = _read(cache_file)
-    if cached is not None and cached["engine"] == engine and _same(recipes_dir, files, cached):
-        return cached["value"]
-    written = time.time_ns()
-    # digests before parsing: a file edited meanwhile then differs from its digest next time
-    try:
-        entries = {rel: (key, _digest(recipes_dir / rel)) for rel, key in files.items()}
-    except OSError:
-        return parse(recipes_dir)
-    value = parse(recipes_dir)  # raises on invalid recipes: nothing cached
-    if _scan(recipes_dir) != files:  # changed while parsing: do not cache a mix
+class RecipeCache:
+    """The cache file of one project: ``load`` then, once everything validated, ``save``."""
+
+    def __init__(self, cache_file: Path):
+        self.cache_file = cache_file
+        self._pending: dict | None = None
+
+    def load(self, recipes_dir: Path, parse: Callable[[Path], T]) -> T:
+        """``parse(recipes_dir)``, or its result from the last run if no file changed."""
+        try:
+            files = _scan(recipes_dir)
+            engine = _engine_key()
+        except OSError:
+            return parse(recipes_dir)  # parse reports the missing directory
+        cached = _read(self.cache_file)
+        if cached is not None and cached["engine"] == engine and _same(recipes_dir, files, cached):
+            return cached["value"]
+        written = time.time_ns()
+        # digests before parsing: a file edited meanwhile then differs from its digest
+        try:
+            entries = {rel: (key, _digest(recipes_dir / rel)) for rel, key in files.items()}
+        except OSError:
+            return parse(recipes_dir)
+        value = parse(recipes_dir)  # raises on invalid recipes: nothing to cache
+        if _scan(recipes_dir) == files:  # else changed while parsing: do not cache a mix
+            self._pending = {"engine": engine, "files": entries, "written": written, "value": value}
         return value
-    with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
-        data = pickle.dumps(
-            {"engine": engine, "files": entries, "written": written, "value": value},
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache_file, data, fsync=False)  # a cache: losing it costs one parse
+
+    def save(self) -> None:
+        """Write what ``load`` parsed (if it parsed), atomically; a failure costs a parse."""
+        if self._pending is None:
+            return
+        with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
+            data = pickle.dumps(self._pending, protocol=pickle.HIGHEST_PROTOCOL)
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.cache_file, data, fsync=False)  # a cache: losing it costs a parse
+        self._pending = None
+
+
+def load(recipes_dir: Path, cache_file: Path, parse: Callable[[Path], T]) -> T:
+    """Load and save at once (for callers that validate nothing more)."""
+    cache = RecipeCache(cache_file)
+    value = cache.load(recipes_dir, parse)
+    cache.save()
     return value
 
 

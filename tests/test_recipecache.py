@@ -126,3 +126,14 @@ def test_a_changed_engine_parses_again(proj: Project, monkeypatch, tmp_path: Pat
     (engine / "kind.py").write_text("X = 22\n")
     load(proj, parse)
     assert parse.calls == 2
+
+
+def test_nothing_is_written_until_the_project_validated(proj: Project) -> None:
+    """The loader saves only after the config and the plan validated too (a run stopped by
+    a bad config changes nothing in the project)."""
+    cache_file = proj.root / "cache" / "state" / "recipes.cache"
+    cache = recipecache.RecipeCache(cache_file)
+    assert sorted(cache.load(proj.root / "recipes", Counting())) == ["a", "b"]
+    assert not cache_file.exists()
+    cache.save()
+    assert cache_file.exists()
