@@ -49,6 +49,12 @@ class StepFailed(Exception):
 class BuildAction(BaseAction):
     """Build ``build`` for ``platform`` (a picklable action: it runs under ``-P process`` too)."""
 
+    # while the build holds its job slots (tasks.jobserver): JOBS and MAKEFLAGS for its
+    # commands, and the jobserver's pipe they inherit (class defaults: subclasses that run
+    # commands without slots, like the toolkit's stages, pass nothing)
+    _jobs: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
+    _pass_fds: tuple[int, ...] = ()
+
     def __init__(
         self,
         build: Build,
@@ -64,8 +70,6 @@ class BuildAction(BaseAction):
         self.task = None
         self.out = self.err = self.result = None
         self.values: dict[str, Any] = {}
-        self._jobs: dict[str, str] = {}  # JOBS and MAKEFLAGS while the build holds its slots
-        self._pass_fds: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         return f"build {self.build.name} {self.build.version.version} ({self.platform.name})"
