@@ -90,6 +90,8 @@ class Signature:
         old = values.get("signature")
         if old is None:
             self.changed = ["never built"]
+        elif old == self.signature:  # the common case, one comparison in C
+            self.changed = []
         else:
             keys = sorted(set(old) | set(self.signature))
             self.changed = [k for k in keys if old.get(k) != self.signature.get(k)]
