@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -71,29 +70,26 @@ def test_hostname_is_redone_exactly_when_the_kernel_forgot_it() -> None:
     assert out.stdout.split() == [first, "absent", "present"]
 
 
+@pytest.mark.skipif(not ROOT_NS, reason="needs root and unshare for a private PID namespace")
 def test_ssh_access_sees_whether_dropbear_runs(tmp_path: Path) -> None:
+    """In a private PID namespace (its own /proc), so other dropbears of this machine are not
+    seen: none runs -> due; a real dropbear runs -> done; it is killed -> due again."""
     dropbear = shutil.which("dropbear") or "/usr/sbin/dropbear"
     if not Path(dropbear).exists():
         pytest.skip("no dropbear (Debian: dropbear-bin)")
     check = recipe("ssh-access").spec.check
-    env = dict(os.environ)
-    if effect_present(check, env):
-        pytest.skip("a dropbear already runs on this machine")
     key = tmp_path / "host_key"
     subprocess.run(["dropbearkey", "-t", "ed25519", "-f", key], capture_output=True, check=True)
     from tasks.vm import free_port
 
-    server = subprocess.Popen(
-        [dropbear, "-F", "-E", "-r", key, "-p", f"127.0.0.1:{free_port()}"],
-        stderr=subprocess.DEVNULL,
+    state = f"if ( {check} ); then echo running; else echo absent; fi"
+    out = in_namespace(
+        ["--pid", "--fork", "--mount-proc"],
+        f"{state}\n"
+        f"{dropbear} -F -E -r {key} -p 127.0.0.1:{free_port()} 2>/dev/null & pid=$!\n"
+        f"for i in $(seq 50); do ( {check} ) && break; sleep 0.1; done\n"
+        f"{state}\n"
+        "kill $pid; wait $pid\n"
+        f"{state}\n",
     )
-    try:
-        for _ in range(50):
-            if effect_present(check, env):
-                break
-            time.sleep(0.1)
-        assert effect_present(check, env)  # running: the step is not redone
-    finally:
-        server.kill()
-        server.wait()
-    assert not effect_present(check, env)  # gone (a reboot): the step is due again
+    assert out.stdout.split() == ["absent", "running", "absent"], out.stderr
