@@ -14,7 +14,7 @@ Before the run:
 - the checkout ``cache/host/live-bootstrap`` must be at the pinned commit (``doit
   live-bootstrap`` makes it);
 - rootfs.py builds the image only after it has every distfile of the ``build:`` steps before
-  ``improve: get_network`` (its ``Generator.get_packages``; 70 files at 1296c44b): they are
+  ``improve: get_network`` (its ``Generator.get_packages``; 71 files at 1296c44b): they are
   linked from ``mirror/`` into the checkout's ``distfiles/``, and a missing one stops the task
   before rootfs.py starts, naming each with its URL. The later ones the guest downloads
   itself from ``--mirrors``;
@@ -41,7 +41,6 @@ anything is mounted under the target.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shlex
@@ -59,6 +58,7 @@ from doit.exceptions import TaskFailed
 from tasks import lbprogress, preflight
 from tasks.build import RUNNING, clean_paths, kill_group
 from tasks.config import Config, Paths
+from tasks.download import sha256_file
 from tasks.fsutil import atomic_write, safe_rmtree
 from tasks.recipe import RecipeError
 
@@ -202,7 +202,7 @@ def image_inputs(spec: Spec, decisions: dict[str, Any], lay: Layout) -> dict[str
         "arch": spec.arch,
         "update_checksums": spec.update_checksums,
         "image_size": decisions["sizes"]["image_size"],
-        "after_step": _sha256(spec.after_step),
+        "after_step": sha256_file(spec.after_step),
         "dropbear": spec.dropbear_sha256,
         "authorized_key": key.read_text().strip() if key.exists() else None,
     }
@@ -310,7 +310,7 @@ def place_after_step(spec: Spec, lay: Layout) -> Path:
     safe_rmtree(after / "azl")
     (after / "azl").mkdir(parents=True)
     tarball = lay.paths.mirror / spec.dropbear_file
-    if not tarball.is_file() or _sha256(tarball) != spec.dropbear_sha256:
+    if not tarball.is_file() or sha256_file(tarball) != spec.dropbear_sha256:
         raise TaskFailed(
             f"lb-image: {tarball} missing or not sha256 {spec.dropbear_sha256}: run doit mirror"
         )
@@ -365,14 +365,6 @@ def clean_image(paths: Paths, dryrun: bool = False) -> None:
 
 
 # -- the run -----------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _state(lay: Layout, state: str, **extra: Any) -> None:

@@ -1,0 +1,430 @@
+"""``lb-image``: the rootfs.py and qemu command lines against the seed's, what rootfs.py needs
+up front, the in-use refusal, and a real ``rootfs.py --qemu`` start under TCG."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks import lbimage, qemuwrap
+from tasks.config import Config, Paths
+from tests import lbcheckout
+
+REPO = Path(__file__).resolve().parent.parent
+# procedure.md H4, the seed's command ($(nproc) and $PWD filled in below)
+SEED = "--arch x86 -t azurelinux --cores {nproc} --update-checksums --interactive --mirror file://{pwd}/mirror --qemu --qemu-ram=16384 --target-size=100g"
+# what rootfs.py at 1296c44b hands --qemu-cmd in kernel-bootstrap mode (its bootstrap())
+ROOTFS_QEMU = "-enable-kvm -m {ram}M -smp {cores} -drive file={img},format=raw -machine kernel-irqchip=split -nic user,ipv6=off,model=e1000 -no-reboot -nographic"
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dst = tmp_path_factory.mktemp("lb") / "live-bootstrap"
+    if not lbcheckout.live_bootstrap(dst):
+        pytest.skip(
+            "no local mirror of live-bootstrap and stage0-posix (AZL_GIT_MIRRORS or .mirror)"
+        )
+    return dst
+
+
+def decisions(accel: str = "tcg", cores: int = 2, ram: int = 16384, size: str = "100G") -> dict:
+    return {
+        "accel": accel,
+        "sizes": {"qemu_cores": cores, "qemu_ram_mib": ram, "image_size": size},
+        "tools": {
+            "qemu-system-x86_64": shutil.which("qemu-system-x86_64")
+            or "/usr/bin/qemu-system-x86_64"
+        },
+    }
+
+
+def parse_with_rootfs(checkout: Path, argv: list[str]) -> dict:
+    """rootfs.py's own argparse result for ``argv`` (its main() stopped right after parsing)."""
+    code = (
+        "import argparse, json, runpy, sys\n"
+        "def grab(self, *a, **k):\n"
+        "    ns = ORIG(self, *a, **k); print(json.dumps(vars(ns))); sys.exit(0)\n"
+        "ORIG = argparse.ArgumentParser.parse_args\n"
+        "argparse.ArgumentParser.parse_args = grab\n"
+        "sys.argv = ['rootfs.py'] + sys.argv[1:]\n"
+        "sys.path.insert(0, '.')\n"
+        "runpy.run_path('rootfs.py', run_name='__main__')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=checkout, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_rootfs_command_is_the_seeds_field_by_field(checkout: Path, tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    spec = lbimage.load_spec(REPO / "recipes")
+    nproc = os.cpu_count()
+    lay = lbimage.Layout(paths)
+    ours = lbimage.rootfs_args(
+        spec, decisions(cores=nproc), lay, lbimage.mirror_urls(paths, Config())
+    )
+    seed = SEED.format(nproc=nproc, pwd=tmp_path).split()
+    a, b = parse_with_rootfs(checkout, ours), parse_with_rootfs(checkout, seed)
+    differ = {k for k in a if a[k] != b[k]}
+    assert differ == {"target", "interactive", "target_size", "qemu_cmd"}
+    assert a["interactive"] is False and b["interactive"] is True  # nobody at the console
+    assert a["target"] == str(tmp_path / "cache/host/lb-target")
+    assert a["mirrors"] == [f"file://{tmp_path}/mirror"] and b["mirrors"] == [
+        f"file://{tmp_path}/mirror"
+    ]
+    assert (a["target_size"], b["target_size"]) == ("100G", "100g")  # rootfs.py: both 102400 MiB
+    assert a["qemu_cmd"] == str(tmp_path / "cache/host/qemu/qemu-wrapper")
+    assert a["update_checksums"] and a["qemu"] and a["arch"] == "x86" and a["qemu_ram"] == "16384"
+    # from config and preflight
+    small = lbimage.rootfs_args(
+        spec, decisions(cores=1, ram=4096, size="48G"), lay, ["http://10.0.0.1/m"]
+    )
+    c = parse_with_rootfs(checkout, small)
+    assert (c["cores"], c["qemu_ram"], c["target_size"], c["mirrors"]) == (
+        "1",
+        "4096",
+        "48G",
+        ["http://10.0.0.1/m"],
+    )
+
+
+def test_qemu_command_under_tcg_and_kvm(tmp_path: Path) -> None:
+    args = ROOTFS_QEMU.format(ram=16384, cores=2, img="/t/init.img").split()
+    tcg = qemuwrap.rewrite(args, "tcg", "/l/lb-image.log", "/q/qemu.pid")
+    assert tcg == [
+        "-accel", "tcg", "-m", "16384M", "-smp", "2", "-drive", "file=/t/init.img,format=raw",
+        "-nic", "user,ipv6=off,model=e1000", "-no-reboot", "-nographic",
+        "-serial", "file:/l/lb-image.log", "-monitor", "none", "-pidfile", "/q/qemu.pid",
+    ]  # fmt: skip
+    kvm = qemuwrap.rewrite(args, "kvm", "/l/lb-image.log", "/q/qemu.pid")
+    assert kvm == args + [
+        "-serial",
+        "file:/l/lb-image.log",
+        "-monitor",
+        "none",
+        "-pidfile",
+        "/q/qemu.pid",
+    ]
+    # the generated wrapper really execs qemu with that command line
+    lay = lbimage.Layout(Paths(tmp_path))
+    fake = tmp_path / "qemu"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
+    fake.chmod(0o755)
+    d = decisions()
+    d["tools"]["qemu-system-x86_64"] = str(fake)
+    wrapper = lbimage.write_wrapper(lay, d)
+    subprocess.run([str(wrapper), *args], check=True, capture_output=True)
+    got = (tmp_path / "argv").read_text().split("\n")[:-1]
+    assert got == qemuwrap.rewrite(
+        args, "tcg", str(lay.serial_log.resolve()), str((lay.qemu / "qemu.pid").resolve())
+    )
+
+
+def test_distfiles_rootfs_needs_up_front(checkout: Path) -> None:
+    files = lbimage.upfront_distfiles(checkout)
+    assert len(files) == 71
+    assert files[0] == (
+        "mes-0.27.tar.gz",
+        "033ee656d98cfc04a826eab27eed6e6a276d15bbb980a7cd71d00f30227aaaa8",
+        "https://mirrors.kernel.org/gnu/mes/mes-0.27.tar.gz",
+    )
+    assert files[-1][0] == "curl-8.12.1.tar.xz"  # the last build: before improve: get_network
+    assert (
+        "gnulib-8e128e.tar.gz",
+        "0cfbf866bc39c31f25fa0e56af1e56c5e5c92fc1e5d51242ebafef7ea211f3d5",
+        "_",
+    ) in files
+    assert "linux-4.14.336.tar.xz" in {f[0] for f in files}
+
+
+def test_rootfs_py_really_fetches_them_before_the_image(checkout: Path, tmp_path: Path) -> None:
+    """The claim above, checked on rootfs.py itself: cut off from the network, with no
+    distfiles, it stops at the first one and never writes init.img."""
+    lb = tmp_path / "lb"
+    shutil.copytree(checkout, lb, symlinks=True)
+    wrapper = tmp_path / "qemu"
+    wrapper.write_text("#!/bin/sh\nexit 99\n")
+    wrapper.chmod(0o755)
+    # tasks.supervise: the group leader, cut off the network, killed with its stdin's writer
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tasks.supervise",
+            sys.executable,
+            "rootfs.py",
+            "--arch",
+            "x86",
+            "-t",
+            str(tmp_path / "t"),
+            "--qemu",
+            "--qemu-cmd",
+            str(wrapper),
+            "--target-size",
+            "1G",
+        ],
+        cwd=lb,
+        env={**os.environ, "AZL_NO_NETWORK": "1", "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,  # kept open while it runs
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    out = proc.stdout.read()
+    proc.wait(timeout=120)
+    proc.stdin.close()
+    if proc.returncode == 126:
+        pytest.skip(f"cannot cut a process off the network here: {out.strip()}")
+    assert proc.returncode == 1, out
+    assert "Downloading: mes-0.27.tar.gz" in out
+    assert "requests.exceptions.ConnectionError" in out, out
+    assert not (tmp_path / "t" / "init.img").exists()
+
+
+def test_missing_distfiles_stop_the_task_before_rootfs(checkout: Path, tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    lay = lbimage.Layout(paths)
+    lay.host.mkdir(parents=True)
+    shutil.copytree(checkout, lay.checkout, symlinks=True)
+    (lay.host / "preflight.json").write_text(json.dumps(decisions()))
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "mes-0.27.tar.gz").write_bytes(b"one of them")
+    shutil.copytree(REPO / "recipes" / "host", tmp_path / "recipes" / "host")
+    shutil.copy(REPO / "recipes" / "dropbear.toml", tmp_path / "recipes")
+    failed = lbimage.build_image(paths, Config())
+    assert failed is not None
+    msg = str(failed)
+    assert "rootfs.py needs 70 distfile(s) before it builds the image" in msg
+    assert (
+        "  linux-4.14.336.tar.xz  sha256 " in msg
+        and "from https://cdn.kernel.org/pub/linux/kernel/v4.x/linux-4.14.336.tar.xz" in msg
+    )
+    assert (lay.checkout / "distfiles" / "mes-0.27.tar.gz").resolve() == (
+        tmp_path / "mirror" / "mes-0.27.tar.gz"
+    )
+    assert not lay.target.exists() and lbimage.read_state(paths) == {}  # rootfs.py never ran
+
+
+def test_clean_refuses_while_the_image_is_open(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    lay = lbimage.Layout(paths)
+    lay.target.mkdir(parents=True)
+    lay.image.write_bytes(b"\0" * 4096)
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "keep.tar.gz").write_text("x")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; f = open({str(lay.image)!r}, 'rb'); print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "open\n"
+        assert lbimage.users_of(lay.image) == [
+            f"process {holder.pid} (python{sys.version_info.major}.{sys.version_info.minor})"
+        ] or lbimage.users_of(lay.image)[0].startswith(f"process {holder.pid} (")
+        with pytest.raises(
+            SystemExit, match=r"doit clean lb-image: refusing: .*init.img is in use by process \d+"
+        ):
+            lbimage.clean_image(paths)
+        assert lay.image.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    lbimage.clean_image(paths)
+    assert not lay.target.exists() and (tmp_path / "mirror" / "keep.tar.gz").exists()
+
+
+def test_loop_device_backing_counts_as_in_use(tmp_path: Path) -> None:
+    img = tmp_path / "init.img"
+    img.write_bytes(b"")
+    loop = tmp_path / "block" / "loop3" / "loop"
+    loop.mkdir(parents=True)
+    (loop / "backing_file").write_text(f"{img}\n")
+    assert lbimage.users_of(img, proc=tmp_path / "noproc", sys_block=tmp_path / "block") == [
+        "loop device /dev/loop3"
+    ]
+
+
+# -- a real rootfs.py --qemu start under TCG ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dropbear_tarball(tmp_path_factory: pytest.TempPathFactory, archive: str) -> Path:
+    """The after-step's dropbear, fetched once from Debian's archive (byte-identical .orig)."""
+    import tomllib
+
+    from tasks.download import fetch
+
+    src = tomllib.loads((REPO / "recipes/dropbear.toml").read_text())["versions"]["2025.89"][
+        "sources"
+    ][0]
+    dest = tmp_path_factory.mktemp("dropbear") / src["file"]
+    fetch([f"{archive}/pool/{src['debian']}"], dest, src["sha256"], progress=False)
+    return dest
+
+
+def tcg_project(root: Path, checkout: Path, dropbear: Path) -> Path:
+    """A project whose checkout stops live-bootstrap's manifest before its first distfile
+    (mes-0.27): the 71 distfiles rootfs.py wants up front are not obtainable here, and the
+    steps before mes need none."""
+    root.mkdir()
+    shutil.copy(REPO / "dodo.py", root)
+    shutil.copytree(REPO / "recipes" / "host", root / "recipes" / "host")
+    shutil.copy(REPO / "recipes" / "dropbear.toml", root / "recipes")
+    (root / "mirror").mkdir()
+    shutil.copy(dropbear, root / "mirror")
+    (root / "azl-bootstrap.toml").write_text(
+        'platform = "sandbox"\n[host]\nram_mib = 4096\nimage_size = "2G"\n'
+    )
+    lb = root / "cache" / "host" / "live-bootstrap"
+    lb.parent.mkdir(parents=True)
+    lbcheckout.live_bootstrap(lb)
+    manifest = lb / "steps" / "manifest"
+    text = manifest.read_text()
+    manifest.write_text(text[: text.index("build: mes-0.27")])
+    assert lbimage.upfront_distfiles(lb) == []
+    return root
+
+
+def doit(root: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "doit", *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(log: Path, proc: subprocess.Popen, predicate, timeout: float) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if predicate(text):
+            return text
+        assert proc.poll() is None, f"doit ended early ({proc.returncode}):\n{proc.stdout.read()}"
+        time.sleep(2)
+    pytest.fail(f"not seen within {timeout} s; serial log ends:\n{text[-2000:]}")
+
+
+def qemu_alive(root: Path) -> bool:
+    pid = root / "cache/host/qemu/qemu.pid"
+    return pid.exists() and Path(f"/proc/{pid.read_text().strip()}").exists()
+
+
+def stop_all(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.network
+def test_real_rootfs_qemu_start_under_tcg_stop_and_rerun(
+    tmp_path: Path, checkout: Path, dropbear_tarball: Path
+) -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
+    serial = root / "cache/logs/lb-image.log"
+    loading = lambda t: t.count("\nsrc") >= 100  # noqa: E731 - builder-hex0 loads its sources
+    # 1. start, see builder-hex0 loading the sources, stop doit with SIGTERM (like Ctrl-C)
+    first = doit(root, "lb-image")
+    try:
+        wait_for(serial, first, loading, 240)
+        os.kill(first.pid, signal.SIGTERM)
+        out = first.communicate(timeout=60)[0]
+    finally:
+        stop_all(first)
+    assert first.returncode != 0
+    assert (
+        "lb-image: builder-hex0" in out
+        and "lb-image: stopped at builder-hex0: loading sources; distfiles kept" in out
+    ), out
+    assert json.loads((root / "cache/host/lb-image.state.json").read_text())["state"] == "stopped"
+    assert not qemu_alive(root)
+    assert (root / "mirror" / dropbear_tarball.name).exists()
+    assert (root / "cache/host/live-bootstrap/distfiles").is_dir()
+    rootfs_log = (root / "cache/logs/lb-image.rootfs.log").read_text()
+    img = root / "cache/host/lb-target/init.img"
+    qemu_line = next(ln for ln in rootfs_log.splitlines() if ln.startswith("qemu: "))
+    assert shlex.split(qemu_line)[2:] == qemuwrap.rewrite(
+        ROOTFS_QEMU.format(ram=4096, cores=len(os.sched_getaffinity(0)), img=img.resolve()).split(),
+        "tcg",
+        str(serial.resolve()),
+        str((root / "cache/host/qemu/qemu.pid").resolve()),
+    )
+    # 2. rerun: starts over cleanly (old target removed, old log kept as .1); stop it by
+    #    killing qemu: rootfs.py then exits 0, and the task still reports "stopped"
+    second = doit(root, "lb-image")
+    try:
+        old = root / "cache/logs/lb-image.log.1"
+        wait_for(
+            serial,
+            second,
+            lambda _: old.exists() and loading(serial.read_text(errors="replace")),
+            240,
+        )
+        assert loading(old.read_text(errors="replace"))
+        os.kill(int((root / "cache/host/qemu/qemu.pid").read_text()), signal.SIGTERM)
+        out = second.communicate(timeout=60)[0]
+    finally:
+        stop_all(second)
+    assert second.returncode != 0
+    assert (
+        "lb-image: stopped: qemu exited at builder-hex0: loading sources before live-bootstrap powered off"
+        in out
+    ), out
+    assert json.loads((root / "cache/host/lb-image.state.json").read_text())["state"] == "stopped"
+    assert not (root / "cache/host/lb-image.json").exists()  # no record: not finished
+    # 3. clean removes the image, never the mirror
+    r = subprocess.run(
+        [sys.executable, "-m", "doit", "clean", "lb-image"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not img.exists() and (root / "mirror" / dropbear_tarball.name).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_real_tcg_run_reaches_stage0_posix(
+    tmp_path: Path, checkout: Path, dropbear_tarball: Path
+) -> None:
+    """The same start, left running until stage0-posix builds its tools (tens of minutes)."""
+    root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
+    serial = root / "cache/logs/lb-image.log"
+    proc = doit(root, "lb-image")
+    try:
+        text = wait_for(serial, proc, lambda t: "./x86/artifact/catm" in t, 3600)
+        os.kill(proc.pid, signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        stop_all(proc)
+    assert "/x86/hex0_x86.hex0 /bootstrap-seeds/POSIX/x86/hex0-seed" in text  # builder-hex0's hex0
+    for step in (
+        "builder-hex0: hex0 seeds",
+        "stage0-posix: hex0",
+        "stage0-posix: hex1",
+        "stage0-posix: hex2-0",
+    ):
+        assert f"lb-image: {step}  [" in out, out
+    assert json.loads((root / "cache/host/lb-image.state.json").read_text())["state"] == "stopped"
