@@ -26,7 +26,7 @@ Before the run:
 
 The run is finished only when rootfs.py exits 0 **and** the serial log has the after-step's
 ``AZL-AFTER: done`` (qemu also exits 0 when it is killed). Then the guest's host key (printed
-by the after-step) goes to ``cache/host/ssh/known_hosts`` and the record
+by the after-step) goes to ``cache/host/ssh/host_key.pub`` and the record
 ``cache/host/lb-image.json`` is written. ``cache/host/lb-image.state.json`` always says where
 the last run is: ``running``, ``stopped`` (killed, interrupted, or qemu gone before the end),
 ``failed`` or ``finished``.
@@ -520,8 +520,8 @@ def _outcome(
         for ln in text.splitlines()
         if lbprogress.HOSTKEY_PREFIX in ln
     ]
-    known = lay.ssh / "known_hosts"
-    atomic_write(known, "".join(f"[localhost]:2222 {k}\n" for k in keys[-1:]).encode())
+    if keys:  # the guest's host key, for the known_hosts of whoever logs in next
+        atomic_write(lay.ssh / "host_key.pub", (keys[-1] + "\n").encode())
     record = {
         "inputs": image_inputs(spec, decisions, lay),
         "image": str(lay.image),
@@ -551,13 +551,15 @@ def _preflight_action(paths: Paths, config: Config) -> TaskFailed | None:
 
 def _inputs_unchanged(task: Any, values: dict[str, Any], spec: Spec, lay: Layout) -> bool:
     """doit uptodate, evaluated when lb-image is due (after preflight ran): the image's
-    inputs (``image_inputs``) are those of the last successful run."""
+    inputs (``image_inputs``) are those of the last successful run. What is saved is
+    computed after the run, which may have made the key."""
     pre = lay.host / "preflight.json"
-    if not pre.exists():
-        return False
-    now = json.dumps(image_inputs(spec, json.loads(pre.read_text()), lay), sort_keys=True)
-    task.value_savers.append(lambda: {"lb-image-inputs": now})
-    return values.get("lb-image-inputs") == now
+
+    def inputs() -> str:
+        return json.dumps(image_inputs(spec, json.loads(pre.read_text()), lay), sort_keys=True)
+
+    task.value_savers.append(lambda: {"lb-image-inputs": inputs()})
+    return pre.exists() and values.get("lb-image-inputs") == inputs()
 
 
 def tasks(paths: Paths, config: Config) -> Iterator[dict[str, Any]]:

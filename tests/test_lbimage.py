@@ -428,3 +428,75 @@ def test_real_tcg_run_reaches_stage0_posix(
     ):
         assert f"lb-image: {step}  [" in out, out
     assert json.loads((root / "cache/host/lb-image.state.json").read_text())["state"] == "stopped"
+
+
+FAKE_QEMU = """#!/bin/sh
+# stands in for qemu: the preflight's tiny guest exits through its port; the image run
+# prints what live-bootstrap and the after-step print at the end, then "powers off"
+case "$*" in *isa-debug-exit*) exit 3 ;; esac
+while [ $# -gt 0 ]; do [ "$1" = -serial ] && serial=${2#file:}; shift; done
+printf 'Booting from Hard Disk...\\nm4-1.4.19: beginning build using script pass1.sh\\n' >> "$serial"
+printf 'AZL-AFTER: start\\nAZL-HOSTKEY: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake root@guest\\n' >> "$serial"
+printf 'AZL-AFTER: done\\nreboot: Power down\\n' >> "$serial"
+"""
+
+
+@pytest.mark.network
+def test_finished_image_is_kept_until_its_inputs_change(
+    tmp_path: Path, checkout: Path, dropbear_tarball: Path
+) -> None:
+    """Real doit and rootfs.py (it builds the real init.img); only qemu is a stand-in."""
+    root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qemu-system-x86_64").write_text(FAKE_QEMU)
+    (bin_dir / "qemu-system-x86_64").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "doit", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    r = run("lb-image")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lb-image: m4-1.4.19  [" in r.stdout and "lb-image: finished in " in r.stdout
+    host = root / "cache/host"
+    record = json.loads((host / "lb-image.json").read_text())
+    assert (
+        record["inputs"]["image_size"] == "2G"
+        and record["inputs"]["commit"] == lbcheckout.LB_COMMIT
+    )
+    assert (root / "cache/host/lb-target/init.img").stat().st_size == 2 << 30
+    assert (
+        host / "ssh/host_key.pub"
+    ).read_text() == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake root@guest\n"
+    assert json.loads((host / "lb-image.state.json").read_text())["state"] == "finished"
+    # the after-step went into the image with the host's key and the dropbear tarball
+    steps = root / "cache/host/lb-target/init/steps/after"
+    assert (steps / "90-azl-automation.sh").read_bytes() == (
+        REPO / "recipes/host/lb-after/90-azl-automation.sh"
+    ).read_bytes()
+    assert (steps / "azl/authorized_keys").read_text() == (host / "ssh/id_ed25519.pub").read_text()
+    assert (steps / "azl" / dropbear_tarball.name).read_bytes() == dropbear_tarball.read_bytes()
+    # nothing changed: not rebuilt
+    r = run("lb-image")
+    assert (
+        r.returncode == 0 and "-- lb-image" in r.stdout and "lb-image: finished" not in r.stdout
+    ), r.stdout
+    # more RAM does not change the image; a bigger image does
+    (root / "azl-bootstrap.toml").write_text(
+        'platform = "sandbox"\n[host]\nram_mib = 5120\nimage_size = "2G"\n'
+    )
+    assert "-- lb-image" in run("lb-image").stdout
+    (root / "azl-bootstrap.toml").write_text(
+        'platform = "sandbox"\n[host]\nram_mib = 4096\nimage_size = "3G"\n'
+    )
+    r = run("lb-image")
+    assert r.returncode == 0 and "lb-image: finished" in r.stdout, r.stdout + r.stderr
+    assert (root / "cache/host/lb-target/init.img").stat().st_size == 3 << 30
