@@ -563,7 +563,10 @@ def _inputs_unchanged(task: Any, values: dict[str, Any], spec: Spec, lay: Layout
 
 
 def tasks(paths: Paths, config: Config) -> Iterator[dict[str, Any]]:
-    """``preflight`` and ``lb-image`` as doit task dicts."""
+    """``preflight`` and ``lb-image`` as doit task dicts (none in a project without
+    ``recipes/host``, such as the tests' throw-away projects)."""
+    if not (paths.recipes / "host" / "lb-image.toml").exists():
+        return
     lay = Layout(paths)
     yield {
         "basename": "preflight",
