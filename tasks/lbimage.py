@@ -376,11 +376,15 @@ def _state(lay: Layout, state: str, **extra: Any) -> None:
 
 
 def read_state(paths: Paths) -> dict[str, Any]:
-    """The last run's state (``{}`` before the first)."""
+    """The last run's state (``{}`` before the first). A ``running`` whose supervisor is gone
+    (its doit was killed with SIGKILL, which takes qemu with it) reads as ``stopped``."""
     try:
-        return json.loads(Layout(paths).state.read_text())
+        state = json.loads(Layout(paths).state.read_text())
     except FileNotFoundError:
         return {}
+    if state.get("state") == "running" and not Path(f"/proc/{state.get('pid')}").exists():
+        state.update(state="stopped", why="the doit that ran it is gone")
+    return state
 
 
 def _checkout_commit(checkout: Path) -> str | None:

@@ -348,6 +348,12 @@ def test_real_rootfs_qemu_start_under_tcg_stop_and_rerun(
     first = doit(root, "lb-image")
     try:
         wait_for(serial, first, loading, 240)
+        qemu_pid = (root / "cache/host/qemu/qemu.pid").read_text().strip()
+        img = root / "cache/host/lb-target/init.img"
+        assert f"process {qemu_pid} (qemu-system-x86)" in lbimage.users_of(
+            img
+        )  # clean would refuse
+        assert lbimage.read_state(Paths(root))["state"] == "running"
         os.kill(first.pid, signal.SIGTERM)
         out = first.communicate(timeout=60)[0]
     finally:
@@ -362,7 +368,6 @@ def test_real_rootfs_qemu_start_under_tcg_stop_and_rerun(
     assert (root / "mirror" / dropbear_tarball.name).exists()
     assert (root / "cache/host/live-bootstrap/distfiles").is_dir()
     rootfs_log = (root / "cache/logs/lb-image.rootfs.log").read_text()
-    img = root / "cache/host/lb-target/init.img"
     qemu_line = next(ln for ln in rootfs_log.splitlines() if ln.startswith("qemu: "))
     assert shlex.split(qemu_line)[2:] == qemuwrap.rewrite(
         ROOTFS_QEMU.format(ram=4096, cores=len(os.sched_getaffinity(0)), img=img.resolve()).split(),
@@ -415,6 +420,7 @@ def test_real_tcg_run_reaches_stage0_posix(
     proc = doit(root, "lb-image")
     try:
         text = wait_for(serial, proc, lambda t: "./x86/artifact/catm" in t, 3600)
+        time.sleep(6)  # the task reads the log every 2 s: let it print the steps so far
         os.kill(proc.pid, signal.SIGTERM)
         out = proc.communicate(timeout=60)[0]
     finally:
