@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lbimage, qemuwrap
+from tasks import lbimage, lbprogress, qemuwrap
 from tasks.config import Config, Paths
 from tests import lbcheckout
 
@@ -506,3 +506,79 @@ def test_finished_image_is_kept_until_its_inputs_change(
     r = run("lb-image")
     assert r.returncode == 0 and "lb-image: finished" in r.stdout, r.stdout + r.stderr
     assert (root / "cache/host/lb-target/init.img").stat().st_size == 3 << 30
+
+
+def test_progress_steps_from_a_real_serial_console() -> None:
+    lines = [
+        "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)\r",
+        "Booting from Hard Disk...\r",
+        "src\r",
+        "./M2-Planet\r",
+        "src\r",
+        "hex0\r",
+        "/x86/hex0_x86.hex0 /bootstrap-seeds/POSIX/x86/hex0-seed\r",
+        " +> ./bootstrap-seeds/POSIX/x86/hex0-seed ./x86/hex0_x86.hex0 ./x86/artifact/hex",
+        "0 ",
+        " +> ./x86/artifact/hex0 ./x86/hex1_x86.hex0 ./x86/artifact/hex1 ",
+        " +> ./x86/artifact/hex1 ./x86/hex2_x86.hex1 ./x86/artifact/hex2-0 ",
+        "mes-0.27: beginning build using script pass1.kaem",
+        "mes-0.27: build successful",
+        "AZL-AFTER: start",
+        "AZL-AFTER: done",
+    ]
+    assert lbprogress.steps(lines) == [
+        "builder-hex0",
+        "builder-hex0: loading sources",
+        "builder-hex0: hex0 seeds",
+        "stage0-posix: hex0",
+        "stage0-posix: hex1",
+        "mes-0.27",
+        "azl-after",
+        "finished",
+    ]
+
+
+def test_after_step_patches_the_pinned_init(checkout: Path, tmp_path: Path) -> None:
+    """The after-step's /init edit, run on the /init that live-bootstrap's make_bootable.sh
+    writes at the pinned commit: dropbear starts right before the console shell."""
+    bootable = (checkout / "steps/improve/make_bootable.sh").read_text()
+    init = bootable.split("cat > /init <<- 'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n"
+    (tmp_path / "init").write_text(init)
+    script = (REPO / "recipes/host/lb-after/90-azl-automation.sh").read_text()
+    sed = next(ln.strip() for ln in script.splitlines() if ln.strip().startswith("sed -i"))
+    subprocess.run(["bash", "-c", sed.replace("/init", str(tmp_path / "init"))], check=True)
+    lines = (tmp_path / "init").read_text().splitlines()
+    at = lines.index("/usr/bin/azl-start-ssh")
+    assert lines[at + 1].startswith("env - PATH=${PREFIX}/bin") and "openvt" in lines[at + 1]
+    assert len(lines) == len(init.splitlines()) + 1
+    subprocess.run(
+        ["bash", "-n", str(REPO / "recipes/host/lb-after/90-azl-automation.sh")], check=True
+    )
+
+
+@pytest.mark.network
+def test_after_step_failure_is_reported(
+    tmp_path: Path, checkout: Path, dropbear_tarball: Path
+) -> None:
+    root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = FAKE_QEMU.replace("AZL-AFTER: done", "AZL-AFTER: FAILED at line 37: make -j2")
+    (bin_dir / "qemu-system-x86_64").write_text(fake)
+    (bin_dir / "qemu-system-x86_64").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "doit", "lb-image"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0
+    assert (
+        "lb-image: the after-step failed: AZL-AFTER: FAILED at line 37: make -j2"
+        in r.stdout + r.stderr
+    )
+    assert lbimage.read_state(Paths(root))["state"] == "failed"
+    assert not (root / "cache/host/lb-image.json").exists()
