@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lbimage, lbprogress, qemuwrap
+from tasks import lbimage, lbinputs, lbprogress, qemuwrap
 from tasks.config import Config, Paths
 from tests import lbcheckout
 
@@ -68,11 +68,11 @@ def parse_with_rootfs(checkout: Path, argv: list[str]) -> dict:
 
 def test_rootfs_command_is_the_seeds_field_by_field(checkout: Path, tmp_path: Path) -> None:
     paths = Paths(tmp_path)
-    spec = lbimage.load_spec(REPO / "recipes")
+    spec = lbinputs.load_spec(REPO / "recipes")
     nproc = os.cpu_count()
-    lay = lbimage.Layout(paths)
-    ours = lbimage.rootfs_args(
-        spec, decisions(cores=nproc), lay, lbimage.mirror_urls(paths, Config())
+    lay = lbinputs.Layout(paths)
+    ours = lbinputs.rootfs_args(
+        spec, decisions(cores=nproc), lay, lbinputs.mirror_urls(paths, Config())
     )
     seed = SEED.format(nproc=nproc, pwd=tmp_path).split()
     a, b = parse_with_rootfs(checkout, ours), parse_with_rootfs(checkout, seed)
@@ -87,7 +87,7 @@ def test_rootfs_command_is_the_seeds_field_by_field(checkout: Path, tmp_path: Pa
     assert a["qemu_cmd"] == str(tmp_path / "cache/host/qemu/qemu-wrapper")
     assert a["update_checksums"] and a["qemu"] and a["arch"] == "x86" and a["qemu_ram"] == "16384"
     # from config and preflight
-    small = lbimage.rootfs_args(
+    small = lbinputs.rootfs_args(
         spec, decisions(cores=1, ram=4096, size="48G"), lay, ["http://10.0.0.1/m"]
     )
     c = parse_with_rootfs(checkout, small)
@@ -117,13 +117,13 @@ def test_qemu_command_under_tcg_and_kvm(tmp_path: Path) -> None:
         "/q/qemu.pid",
     ]
     # the generated wrapper really execs qemu with that command line
-    lay = lbimage.Layout(Paths(tmp_path))
+    lay = lbinputs.Layout(Paths(tmp_path))
     fake = tmp_path / "qemu"
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
     fake.chmod(0o755)
     d = decisions()
     d["tools"]["qemu-system-x86_64"] = str(fake)
-    wrapper = lbimage.write_wrapper(lay, d)
+    wrapper = lbinputs.write_wrapper(lay, d)
     subprocess.run([str(wrapper), *args], check=True, capture_output=True)
     got = (tmp_path / "argv").read_text().split("\n")[:-1]
     assert got == qemuwrap.rewrite(
@@ -132,7 +132,7 @@ def test_qemu_command_under_tcg_and_kvm(tmp_path: Path) -> None:
 
 
 def test_distfiles_rootfs_needs_up_front(checkout: Path) -> None:
-    files = lbimage.upfront_distfiles(checkout)
+    files = lbinputs.upfront_distfiles(checkout)
     assert len(files) == 71
     assert files[0] == (
         "mes-0.27.tar.gz",
@@ -195,7 +195,7 @@ def test_rootfs_py_really_fetches_them_before_the_image(checkout: Path, tmp_path
 
 def test_missing_distfiles_stop_the_task_before_rootfs(checkout: Path, tmp_path: Path) -> None:
     paths = Paths(tmp_path)
-    lay = lbimage.Layout(paths)
+    lay = lbinputs.Layout(paths)
     lay.host.mkdir(parents=True)
     shutil.copytree(checkout, lay.checkout, symlinks=True)
     (lay.host / "preflight.json").write_text(json.dumps(decisions()))
@@ -219,7 +219,7 @@ def test_missing_distfiles_stop_the_task_before_rootfs(checkout: Path, tmp_path:
 
 def test_clean_refuses_while_the_image_is_open(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
-    lay = lbimage.Layout(paths)
+    lay = lbinputs.Layout(paths)
     lay.target.mkdir(parents=True)
     lay.image.write_bytes(b"\0" * 4096)
     (tmp_path / "mirror").mkdir()
@@ -298,7 +298,7 @@ def tcg_project(root: Path, checkout: Path, dropbear: Path) -> Path:
     manifest = lb / "steps" / "manifest"
     text = manifest.read_text()
     manifest.write_text(text[: text.index("build: mes-0.27")])
-    assert lbimage.upfront_distfiles(lb) == []
+    assert lbinputs.upfront_distfiles(lb) == []
     return root
 
 
@@ -447,17 +447,22 @@ printf 'AZL-AFTER: done\\nreboot: Power down\\n' >> "$serial"
 """
 
 
+def fake_qemu_env(tmp_path: Path, script: str) -> dict[str, str]:
+    """The environment of a doit run whose ``qemu-system-x86_64`` is ``script``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qemu-system-x86_64").write_text(script)
+    (bin_dir / "qemu-system-x86_64").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
 @pytest.mark.network
 def test_finished_image_is_kept_until_its_inputs_change(
     tmp_path: Path, checkout: Path, dropbear_tarball: Path
 ) -> None:
     """Real doit and rootfs.py (it builds the real init.img); only qemu is a stand-in."""
     root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "qemu-system-x86_64").write_text(FAKE_QEMU)
-    (bin_dir / "qemu-system-x86_64").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = fake_qemu_env(tmp_path, FAKE_QEMU)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -561,12 +566,9 @@ def test_after_step_failure_is_reported(
     tmp_path: Path, checkout: Path, dropbear_tarball: Path
 ) -> None:
     root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = FAKE_QEMU.replace("AZL-AFTER: done", "AZL-AFTER: FAILED at line 37: make -j2")
-    (bin_dir / "qemu-system-x86_64").write_text(fake)
-    (bin_dir / "qemu-system-x86_64").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = fake_qemu_env(
+        tmp_path, FAKE_QEMU.replace("AZL-AFTER: done", "AZL-AFTER: FAILED at line 37: make -j2")
+    )
     r = subprocess.run(
         [sys.executable, "-m", "doit", "lb-image"],
         cwd=root,

@@ -1,0 +1,291 @@
+"""What goes into live-bootstrap's image, and how rootfs.py is called (``tasks.lbimage`` runs it).
+
+- ``Spec``: ``recipes/host/lb-image.toml`` (pinned commit, arch, checksum mode, after-step,
+  dropbear version of ``recipes/dropbear.toml``);
+- ``Layout``: where the host half keeps things under ``cache/host`` and ``cache/logs``;
+- the rootfs.py command line (the seed's flags, sizes from preflight) and the qemu wrapper;
+- the distfiles rootfs.py fetches before it builds the image, linked from ``mirror/``;
+- the after-step and its ``azl/`` directory placed into the checkout's ``steps/after``;
+- ``image_inputs``: what a finished image is made of (a change rebuilds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from tasks.config import Config, Paths
+from tasks.download import sha256_file
+from tasks.fsutil import atomic_write, safe_rmtree
+from tasks.recipe import RecipeError
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Spec:
+    """``recipes/host/lb-image.toml``."""
+
+    path: Path
+    commit: str
+    arch: str
+    update_checksums: bool
+    after_step: Path
+    dropbear_file: str
+    dropbear_sha256: str
+
+
+def load_spec(recipes: Path) -> Spec:
+    path = recipes / "host" / "lb-image.toml"
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    for key, typ in (
+        ("commit", str),
+        ("arch", str),
+        ("update_checksums", bool),
+        ("after_step", str),
+        ("dropbear", str),
+    ):
+        if not isinstance(d.get(key), typ):
+            raise RecipeError(path, key, f"missing or not a {typ.__name__}")
+    after = path.parent / d["after_step"]
+    if not after.is_file():
+        raise RecipeError(path, "after_step", f"{after} does not exist")
+    with open(recipes / "dropbear.toml", "rb") as f:
+        versions = tomllib.load(f).get("versions", {})
+    if d["dropbear"] not in versions:
+        raise RecipeError(
+            path, "dropbear", f"{d['dropbear']!r} is not a version of recipes/dropbear.toml"
+        )
+    src = versions[d["dropbear"]]["sources"][0]
+    return Spec(
+        path, d["commit"], d["arch"], d["update_checksums"], after, src["file"], src["sha256"]
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the host half keeps things, under ``cache/host`` and ``cache/logs``."""
+
+    paths: Paths
+
+    @property
+    def host(self) -> Path:
+        return self.paths.cache / "host"
+
+    @property
+    def checkout(self) -> Path:
+        return self.host / "live-bootstrap"
+
+    @property
+    def target(self) -> Path:
+        return self.host / "lb-target"
+
+    @property
+    def image(self) -> Path:
+        return self.target / "init.img"
+
+    @property
+    def record(self) -> Path:
+        return self.host / "lb-image.json"
+
+    @property
+    def state(self) -> Path:
+        return self.host / "lb-image.state.json"
+
+    @property
+    def ssh(self) -> Path:
+        return self.host / "ssh"
+
+    @property
+    def qemu(self) -> Path:
+        return self.host / "qemu"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.paths.logs / "lb-image.log"
+
+    @property
+    def rootfs_log(self) -> Path:
+        return self.paths.logs / "lb-image.rootfs.log"
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def mirror_urls(paths: Paths, config: Config) -> list[str]:
+    """``file://`` of the project mirror, then the config's mirrors (directories as file://)."""
+    urls = [f"file://{paths.mirror.resolve()}"]
+    for m in config.mirrors:
+        if "://" not in m:
+            urls.append(f"file://{Path(m).resolve()}")
+        elif not m.startswith("file://") or m[7:].startswith("/"):
+            urls.append(m)
+    return urls
+
+
+def rootfs_args(
+    spec: Spec, decisions: dict[str, Any], lay: Layout, mirrors: list[str]
+) -> list[str]:
+    """rootfs.py's arguments: the seed's flags, sizes from preflight, never ``--interactive``."""
+    sizes = decisions["sizes"]
+    args = [
+        "--arch",
+        spec.arch,
+        "-t",
+        str(lay.target.resolve()),
+        "--cores",
+        str(sizes["qemu_cores"]),
+    ]
+    if spec.update_checksums:
+        args.append("--update-checksums")
+    args += ["--mirrors", *mirrors, "--qemu", "--qemu-ram", str(sizes["qemu_ram_mib"])]
+    args += [
+        "--target-size",
+        sizes["image_size"],
+        "--qemu-cmd",
+        str((lay.qemu / "qemu-wrapper").resolve()),
+    ]
+    return args
+
+
+def image_inputs(spec: Spec, decisions: dict[str, Any], lay: Layout) -> dict[str, Any]:
+    """What the image is made of; a change rebuilds it (cores, RAM, accel do not)."""
+    key = lay.ssh / "id_ed25519.pub"
+    return {
+        "commit": spec.commit,
+        "arch": spec.arch,
+        "update_checksums": spec.update_checksums,
+        "image_size": decisions["sizes"]["image_size"],
+        "after_step": sha256_file(spec.after_step),
+        "dropbear": spec.dropbear_sha256,
+        "authorized_key": key.read_text().strip() if key.exists() else None,
+    }
+
+
+def write_wrapper(lay: Layout, decisions: dict[str, Any]) -> Path:
+    """``cache/host/qemu/qemu-wrapper``: runs ``tasks/qemuwrap.py`` with this run's settings."""
+    lay.qemu.mkdir(parents=True, exist_ok=True)
+    qemu = decisions["tools"]["qemu-system-x86_64"]
+    settings = {
+        "qemu": qemu,
+        "accel": decisions["accel"],
+        "serial": str(lay.serial_log.resolve()),
+        "pidfile": str((lay.qemu / "qemu.pid").resolve()),
+    }
+    atomic_write(lay.qemu / "settings.json", json.dumps(settings, indent=1).encode())
+    wrapper = lay.qemu / "qemu-wrapper"
+    script = (
+        "#!/bin/sh\n# made by tasks/lbimage.py: rootfs.py's --qemu-cmd\n"
+        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(HERE / 'qemuwrap.py'))} "
+        f'{shlex.quote(str((lay.qemu / "settings.json").resolve()))} "$@"\n'
+    )
+    atomic_write(wrapper, script.encode())
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+# -- what rootfs.py needs up front -------------------------------------------------------
+
+
+def upfront_distfiles(checkout: Path) -> list[tuple[str, str, str]]:
+    """(file, sha256, url) that rootfs.py fetches before it builds the image, as its
+    ``Generator.get_source_manifest(pre_network=True)`` reads them at 1296c44b."""
+    steps = checkout / "steps"
+    seen: dict[str, tuple[str, str, str]] = {}
+    for line in (steps / "manifest").read_text().splitlines():
+        s = line.strip()
+        if s.startswith("improve: ") and "network" in s:
+            break
+        if not s.startswith("build: "):
+            continue
+        sources = steps / s.split(" ")[1].split("#")[0].strip() / "sources"
+        if not sources.exists():
+            continue
+        for src in sources.read_text().splitlines():
+            f = src.strip().split(" ")
+            if not f[0]:
+                continue
+            if f[0].startswith("git://"):
+                f = f[1:]
+            name = f[2] if len(f) > 2 else os.path.basename(f[0])
+            seen.setdefault(name, (name, f[1], f[0]))
+    return list(seen.values())
+
+
+def link_distfiles(checkout: Path, mirror: Path) -> list[tuple[str, str, str]]:
+    """Link each up-front distfile from the mirror into ``<checkout>/distfiles``; the missing."""
+    dist = checkout / "distfiles"
+    dist.mkdir(exist_ok=True)
+    missing = []
+    for name, sha, url in upfront_distfiles(checkout):
+        have = dist / name
+        if have.exists():
+            continue
+        if (mirror / name).is_file():
+            with contextlib.suppress(FileNotFoundError):
+                have.unlink()  # a dangling link
+            have.symlink_to((mirror / name).resolve())
+        else:
+            missing.append((name, sha, url))
+    return missing
+
+
+# -- the after-step ----------------------------------------------------------------------
+
+
+def ensure_key(lay: Layout) -> Path:
+    """The host's login key for the guest, ``cache/host/ssh/id_ed25519``; made once."""
+    key = lay.ssh / "id_ed25519"
+    if not key.exists():
+        lay.ssh.mkdir(parents=True, exist_ok=True)
+        lay.ssh.chmod(0o700)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "azl-bootstrap host",
+                "-f",
+                str(key),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return key
+
+
+def place_after_step(spec: Spec, lay: Layout) -> Path:
+    """Put the after-step and ``azl/`` into ``<checkout>/steps/after``; return the script."""
+    after = lay.checkout / "steps" / "after"
+    safe_rmtree(after / "azl")
+    (after / "azl").mkdir(parents=True)
+    tarball = lay.paths.mirror / spec.dropbear_file
+    if not tarball.is_file() or sha256_file(tarball) != spec.dropbear_sha256:
+        raise TaskFailed(
+            f"lb-image: {tarball} missing or not sha256 {spec.dropbear_sha256}: run doit mirror"
+        )
+    os.link(tarball, after / "azl" / spec.dropbear_file)
+    (after / "azl" / "dropbear.sha256").write_text(
+        f"{spec.dropbear_sha256}  {spec.dropbear_file}\n"
+    )
+    pub = ensure_key(lay).with_suffix(".pub")
+    (after / "azl" / "authorized_keys").write_text(pub.read_text())
+    script = after / spec.after_step.name
+    script.write_bytes(spec.after_step.read_bytes())
+    script.chmod(0o755)
+    return script
