@@ -250,8 +250,10 @@ def _outcome(
     tail = "\n".join(text.splitlines()[-20:])
     if code != 0:
         _state(lay, "failed", step=f.last, code=code)
+        own = "\n".join(lay.rootfs_log.read_text(errors="replace").splitlines()[-10:])
         return TaskFailed(
             f"lb-image: rootfs.py failed (exit {code}) at {f.last}\n  log: {lay.rootfs_log}\n  serial: {lay.serial_log}\n"
+            f"--- last lines of rootfs.py's output ---\n{own}\n"
             f"--- last lines of the serial log ---\n{tail}"
         )
     if lbprogress.FAILED_MARKER in text:

@@ -584,3 +584,25 @@ def test_after_step_failure_is_reported(
     )
     assert lbimage.read_state(Paths(root))["state"] == "failed"
     assert not (root / "cache/host/lb-image.json").exists()
+
+
+@pytest.mark.network
+def test_qemu_failure_is_reported_with_rootfs_output(
+    tmp_path: Path, checkout: Path, dropbear_tarball: Path
+) -> None:
+    root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
+    script = "#!/bin/sh\ncase \"$*\" in *isa-debug-exit*) exit 3 ;; esac\necho 'qemu: cannot set up guest memory' >&2\nexit 1\n"
+    env = fake_qemu_env(tmp_path, script)
+    r = subprocess.run(
+        [sys.executable, "-m", "doit", "lb-image"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "lb-image: rootfs.py failed (exit 1)" in out, out
+    assert "qemu: cannot set up guest memory" in out and "Bootstrapping failed" in out
+    assert lbimage.read_state(Paths(root))["state"] == "failed"
