@@ -52,7 +52,7 @@ def test_this_machine_real_figures_and_kvm(project: Path) -> None:
     )
     assert f"RAM        {fig['ram_mib']} MiB" in r.stdout
     # the probe is bounded by its hard timeouts, whatever KVM does
-    assert kvm["seconds"] < 3 + 3 + 2
+    assert kvm["seconds"] < 3 + 3 + 5  # two hard timeouts of 3 s, and a margin for a busy machine
     if r.returncode != 0:
         assert "FATAL" in r.stdout
         return
