@@ -264,21 +264,6 @@ def test_loop_device_backing_counts_as_in_use(tmp_path: Path) -> None:
 # -- a real rootfs.py --qemu start under TCG ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dropbear_tarball(tmp_path_factory: pytest.TempPathFactory, archive: str) -> Path:
-    """The after-step's dropbear, fetched once from Debian's archive (byte-identical .orig)."""
-    import tomllib
-
-    from tasks.download import fetch
-
-    src = tomllib.loads((REPO / "recipes/dropbear.toml").read_text())["versions"]["2025.89"][
-        "sources"
-    ][0]
-    dest = tmp_path_factory.mktemp("dropbear") / src["file"]
-    fetch([f"{archive}/pool/{src['debian']}"], dest, src["sha256"], progress=False)
-    return dest
-
-
 def tcg_project(root: Path, checkout: Path, dropbear: Path) -> Path:
     """A project whose checkout stops live-bootstrap's manifest before its first distfile
     (mes-0.27): the 71 distfiles rootfs.py wants up front are not obtainable here, and the
