@@ -68,6 +68,7 @@ from tasks.lbinputs import (
     rootfs_args,
     write_wrapper,
 )
+from tasks.recipe import RecipeError
 
 STALL_SECONDS = 3 * 3600  # no serial output for this long: the guest hung (non-interactive
 # live-bootstrap has no way out of a failed step but a hang)
@@ -329,7 +330,16 @@ def tasks(paths: Paths, config: Config) -> Iterator[dict[str, Any]]:
         "uptodate": [False],
         "verbosity": 2,
     }
-    spec = load_spec(paths.recipes)
+    try:
+        spec = load_spec(paths.recipes)
+    except RecipeError as e:  # preflight still works; lb-image says what is wrong
+        yield {
+            "basename": "lb-image",
+            "doc": "live-bootstrap's rootfs.py --qemu (its recipe has an error)",
+            "actions": [lambda e=e: TaskFailed(f"lb-image: {e}")],
+            "uptodate": [False],
+        }
+        return
     yield {
         "basename": "lb-image",
         "doc": "live-bootstrap's rootfs.py --qemu to a finished image (hours; TCG: days)",

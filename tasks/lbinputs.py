@@ -61,8 +61,11 @@ def load_spec(recipes: Path) -> Spec:
     after = path.parent / d["after_step"]
     if not after.is_file():
         raise RecipeError(path, "after_step", f"{after} does not exist")
-    with open(recipes / "dropbear.toml", "rb") as f:
-        versions = tomllib.load(f).get("versions", {})
+    try:
+        with open(recipes / "dropbear.toml", "rb") as f:
+            versions = tomllib.load(f).get("versions", {})
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RecipeError(path, "dropbear", f"cannot read recipes/dropbear.toml: {e}") from None
     if d["dropbear"] not in versions:
         raise RecipeError(
             path, "dropbear", f"{d['dropbear']!r} is not a version of recipes/dropbear.toml"

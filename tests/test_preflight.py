@@ -217,3 +217,36 @@ def test_bad_host_config_names_file_and_field(tmp_path: Path) -> None:
         load_config(tmp_path)
     (tmp_path / "azl-bootstrap.toml").write_text('[host]\nram_mib = 8192\nkvm = "off"\n')
     assert load_config(tmp_path).host == {"ram_mib": 8192, "kvm": "off"}
+
+
+def test_doit_preflight_prints_the_report_and_fails_when_the_run_cannot_succeed(
+    project: Path,
+) -> None:
+    shutil.copy(REPO / "dodo.py", project)
+    (project / "azl-bootstrap.toml").write_text(
+        'platform = "sandbox"\n[host]\nimage_size = "100000G"\nkvm = "off"\n'
+    )
+
+    def doit() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "doit", "preflight"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = doit()
+    assert r.returncode != 0
+    assert "KVM        NOT usable: not tried: host.kvm = 'off' in the config" in r.stdout
+    assert "FATAL: disk: have " in r.stdout and "need 100000 GiB for the image" in r.stdout
+    assert "preflight: the run cannot succeed on this machine" in r.stdout + r.stderr
+    assert not (project / "cache/host/preflight.json").exists()
+    (project / "azl-bootstrap.toml").write_text(
+        'platform = "sandbox"\n[host]\nimage_size = "1G"\nkvm = "off"\n'
+    )
+    r = doit()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "preflight: ok" in r.stdout
+    decisions = json.loads((project / "cache/host/preflight.json").read_text())
+    assert decisions["accel"] == "tcg" and decisions["sizes"]["image_size"] == "1G"
