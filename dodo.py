@@ -15,10 +15,3 @@ DOIT_CONFIG, PROJECT = setup(Path(os.path.relpath(Path(__file__).resolve().paren
 def task_azl():
     """Every package of the recipe set, its source fetches and the group tasks."""
     yield from PROJECT.tasks()
-
-
-def task_host():
-    """The host half: `doit preflight`, `doit lb-image` (tasks/preflight.py, tasks/lbimage.py)."""
-    from tasks.lbimage import tasks
-
-    yield from tasks(PROJECT.paths, PROJECT.config)

@@ -4,7 +4,7 @@ The command line is the seed's (procedure.md H4) without ``--interactive``: ``--
 <target> --cores N --update-checksums --mirrors file://<mirror> --qemu --qemu-ram M
 --target-size S --qemu-cmd <wrapper>``; cores, RAM and size come from ``doit preflight``
 (``cache/host/preflight.json``, overridable in ``[host]`` of the config), the rest from
-``recipes/host/lb-image.toml``. The wrapper (``tasks/qemuwrap.py``) runs qemu under TCG when
+``recipes/lb-image.toml``. The wrapper (``tasks/qemuwrap.py``) runs qemu under TCG when
 KVM is unusable and sends the serial console to ``cache/logs/lb-image.log``, whose step names
 are printed as they go by (``tasks/lbprogress.py``); rootfs.py's own output goes to
 ``cache/logs/lb-image.rootfs.log``.
@@ -18,7 +18,7 @@ Before the run:
   linked from ``mirror/`` into the checkout's ``distfiles/``, and a missing one stops the task
   before rootfs.py starts, naming each with its URL. The later ones the guest downloads
   itself from ``--mirrors``;
-- the after-step ``recipes/host/lb-after/`` goes into the checkout's ``steps/after/`` with
+- the after-step ``recipes/lb-image/90-azl-automation.sh`` goes into the checkout's ``steps/after/`` with
   ``azl/`` (the dropbear tarball of ``recipes/dropbear.toml``, its sha256, and the public key
   of ``cache/host/ssh/id_ed25519``, made here if missing);
 - the old target directory is removed: live-bootstrap cannot resume, and rootfs.py refuses
@@ -46,7 +46,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +61,11 @@ from tasks.lbinputs import (
     Spec,
     image_inputs,
     link_distfiles,
-    load_spec,
     mirror_urls,
     place_after_step,
     rootfs_args,
     write_wrapper,
 )
-from tasks.recipe import RecipeError
 
 STALL_SECONDS = 3 * 3600  # no serial output for this long: the guest hung (non-interactive
 # live-bootstrap has no way out of a failed step but a hang)
@@ -143,11 +140,11 @@ def _checkout_commit(checkout: Path) -> str | None:
 
 
 def build_image(
-    paths: Paths, config: Config, out: Any = sys.stdout, poll: float = 2.0
+    paths: Paths, config: Config, spec: Spec, out: Any = None, poll: float = 2.0
 ) -> TaskFailed | None:
     """The action of ``lb-image``. None when finished; a TaskFailed saying why otherwise."""
+    out = out or sys.stdout
     lay = Layout(paths)
-    spec = load_spec(paths.recipes)
     decisions = preflight.load(paths.project)
     head = _checkout_commit(lay.checkout)
     if head != spec.commit:
@@ -290,20 +287,10 @@ def _outcome(
     return None
 
 
-# -- doit tasks --------------------------------------------------------------------------
+# -- up to date? -----------------------------------------------------------------------
 
 
-def _preflight_action(paths: Paths, config: Config) -> TaskFailed | None:
-    facts, text = preflight.run(paths.project, config.host, image=Layout(paths).image)
-    print(text)
-    return (
-        None
-        if facts.ok
-        else TaskFailed("preflight: the run cannot succeed on this machine (see above)")
-    )
-
-
-def _inputs_unchanged(task: Any, values: dict[str, Any], spec: Spec, lay: Layout) -> bool:
+def inputs_unchanged(task: Any, values: dict[str, Any], spec: Spec, lay: Layout) -> bool:
     """doit uptodate, evaluated when lb-image is due (after preflight ran): the image's
     inputs (``image_inputs``) are those of the last successful run. What is saved is
     computed after the run, which may have made the key."""
@@ -314,40 +301,3 @@ def _inputs_unchanged(task: Any, values: dict[str, Any], spec: Spec, lay: Layout
 
     task.value_savers.append(lambda: {"lb-image-inputs": inputs()})
     return pre.exists() and values.get("lb-image-inputs") == inputs()
-
-
-def tasks(paths: Paths, config: Config) -> Iterator[dict[str, Any]]:
-    """``preflight`` and ``lb-image`` as doit task dicts (none in a project without
-    ``recipes/host``, such as the tests' throw-away projects)."""
-    if not (paths.recipes / "host" / "lb-image.toml").exists():
-        return
-    lay = Layout(paths)
-    yield {
-        "basename": "preflight",
-        "doc": "what this machine has against what the live-bootstrap run needs",
-        "actions": [(_preflight_action, [paths, config])],
-        "targets": [str(paths.cache / "host" / "preflight.json")],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
-    try:
-        spec = load_spec(paths.recipes)
-    except RecipeError as e:  # preflight still works; lb-image says what is wrong
-        yield {
-            "basename": "lb-image",
-            "doc": "live-bootstrap's rootfs.py --qemu (its recipe has an error)",
-            "actions": [lambda e=e: TaskFailed(f"lb-image: {e}")],
-            "uptodate": [False],
-        }
-        return
-    yield {
-        "basename": "lb-image",
-        "doc": "live-bootstrap's rootfs.py --qemu to a finished image (hours; TCG: days)",
-        "actions": [(build_image, [paths, config])],
-        "task_dep": ["preflight"],
-        "file_dep": [str(spec.path), str(spec.after_step)],
-        "targets": [str(lay.image), str(lay.record)],
-        "uptodate": [(_inputs_unchanged, [spec, lay])],
-        "clean": [(clean_image, [paths])],
-        "verbosity": 2,
-    }

@@ -1,7 +1,7 @@
 """What goes into live-bootstrap's image, and how rootfs.py is called (``tasks.lbimage`` runs it).
 
-- ``Spec``: ``recipes/host/lb-image.toml`` (pinned commit, arch, checksum mode, after-step,
-  dropbear version of ``recipes/dropbear.toml``);
+- ``Spec``: ``recipes/lb-image.toml`` (pinned commit, arch, checksum mode, the after-step in
+  ``recipes/lb-image/``, a dropbear version of ``recipes/dropbear.toml``);
 - ``Layout``: where the host half keeps things under ``cache/host`` and ``cache/logs``;
 - the rootfs.py command line (the seed's flags, sizes from preflight) and the qemu wrapper;
 - the distfiles rootfs.py fetches before it builds the image, linked from ``mirror/``;
@@ -27,28 +27,28 @@ from doit.exceptions import TaskFailed
 from tasks.config import Config, Paths
 from tasks.download import sha256_file
 from tasks.fsutil import atomic_write, safe_rmtree
-from tasks.recipe import RecipeError
+from tasks.recipe import Checker
 
 HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class Spec:
-    """``recipes/host/lb-image.toml``."""
+    """What ``recipes/lb-image.toml`` (kind ``lbimage``) says, checked."""
 
     path: Path
     commit: str
     arch: str
     update_checksums: bool
-    after_step: Path
+    after_step: Path  # in recipes/<name>/
     dropbear_file: str
     dropbear_sha256: str
 
 
-def load_spec(recipes: Path) -> Spec:
-    path = recipes / "host" / "lb-image.toml"
-    with open(path, "rb") as f:
-        d = tomllib.load(f)
+def parse_spec(c: Checker, data: dict[str, Any], path: Path, name: str) -> Spec | None:
+    """The kind's keys, each problem reported with ``c.err`` (file and field); None if any.
+    ``dropbear`` names a version of ``recipes/dropbear.toml``, read for its file and sha256."""
+    values = {}
     for key, typ in (
         ("commit", str),
         ("arch", str),
@@ -56,23 +56,38 @@ def load_spec(recipes: Path) -> Spec:
         ("after_step", str),
         ("dropbear", str),
     ):
-        if not isinstance(d.get(key), typ):
-            raise RecipeError(path, key, f"missing or not a {typ.__name__}")
-    after = path.parent / d["after_step"]
+        if key not in data:
+            c.err(key, "missing")
+        values[key] = c.typed(data, key, typ, "", None)
+    if any(v is None for v in values.values()):
+        return None
+    if len(values["commit"]) != 40:
+        c.err("commit", f"{values['commit']!r}: expected a full 40-digit commit id")
+    after = path.parent / name / values["after_step"]
     if not after.is_file():
-        raise RecipeError(path, "after_step", f"{after} does not exist")
+        c.err("after_step", f"file not found: {after}")
+    src = None
     try:
-        with open(recipes / "dropbear.toml", "rb") as f:
+        with open(path.parent / "dropbear.toml", "rb") as f:
             versions = tomllib.load(f).get("versions", {})
+        src = versions[values["dropbear"]]["sources"][0]
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise RecipeError(path, "dropbear", f"cannot read recipes/dropbear.toml: {e}") from None
-    if d["dropbear"] not in versions:
-        raise RecipeError(
-            path, "dropbear", f"{d['dropbear']!r} is not a version of recipes/dropbear.toml"
+        c.err("dropbear", f"cannot read {path.parent / 'dropbear.toml'}: {e}")
+    except (KeyError, IndexError, TypeError):
+        c.err(
+            "dropbear",
+            f"{values['dropbear']!r} is not a version of recipes/dropbear.toml with a source",
         )
-    src = versions[d["dropbear"]]["sources"][0]
+    if len(c.errors) or src is None:
+        return None
     return Spec(
-        path, d["commit"], d["arch"], d["update_checksums"], after, src["file"], src["sha256"]
+        path,
+        values["commit"],
+        values["arch"],
+        values["update_checksums"],
+        after,
+        src["file"],
+        src["sha256"],
     )
 
 

@@ -9,7 +9,7 @@ Steps, in the order they go by:
   wrapped at 80 columns);
 - ``<pkg>``: live-bootstrap's ``build()`` (``steps/helpers.sh``) says
   ``<pkg>: beginning build using script ...`` for each step of ``steps/manifest``;
-- ``azl-after``: our after-step (``recipes/host/lb-after``);
+- ``azl-after``: our after-step (``recipes/lb-image/``);
 - the end: our after-step's ``AZL-AFTER: done`` marker, then the kernel's power-off.
 """
 

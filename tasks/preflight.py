@@ -3,7 +3,7 @@
 It measures cores, RAM and free disk (psutil, lowered by cgroup v2 ``cpu.max`` /
 ``memory.max`` or v1 ``cpu.cfs_quota_us`` / ``memory.limit_in_bytes`` of this process's
 cgroup and its parents), tries KVM for real (``tasks.kvmprobe``: falls back to TCG when it
-hangs or fails) and looks for the host tools of ``recipes/host/tools.toml``. Each shortfall is
+hangs or fails) and looks for the host tools of ``recipes/preflight.toml``. Each shortfall is
 printed with its fix; one that makes the run impossible is fatal (exit status 1).
 
 It picks the sizes later tasks use, each overridable in ``azl-bootstrap.toml``::
@@ -189,14 +189,15 @@ def measure(
     return Figures(cores, cores_source, ram // MIB, ram_source, round(free / GIB, 1), str(probe))
 
 
-def load_tools(path: Path) -> dict[str, dict[str, Any]]:
-    with open(path, "rb") as f:
-        tools = tomllib.load(f)
-    for name, t in tools.items():
-        for key in ("why", "required", *DISTROS):
-            if key not in t:
-                raise RecipeError(path, f"{name}.{key}", "missing")
-    return tools
+def load_tools(recipes: Path) -> dict[str, dict[str, Any]]:
+    """The ``[tools.*]`` tables of ``recipes/preflight.toml``, checked by the recipe loader
+    (``tasks.kinds.preflight``): for ``python -m tasks.preflight`` and the benchmark."""
+    from tasks.loader import parse_recipe
+
+    recipe, errors = parse_recipe(recipes / "preflight.toml")
+    if recipe is None or errors:
+        raise errors[0]
+    return recipe.spec.tools
 
 
 def find_tools(
@@ -377,12 +378,15 @@ def report(facts: Facts, kvm: kvmprobe.Probe) -> str:
 
 
 def run(
-    project: Path, host: dict[str, Any], image: Path | None = None, **measure_args: Any
+    project: Path,
+    host: dict[str, Any],
+    tools: dict[str, dict[str, Any]],
+    image: Path | None = None,
+    **measure_args: Any,
 ) -> tuple[Facts, str]:
     """Measure, probe, decide; write ``cache/host/preflight*.json``. The target is written
     only when the run can succeed, so nothing downstream starts on a machine that cannot."""
     start = time.monotonic()
-    tools = load_tools(project / "recipes" / "host" / "tools.toml")
     found = find_tools(tools)
     fig = measure(project / "cache", image=image, **measure_args)
     qemu = found.get("qemu-system-x86_64")
@@ -435,7 +439,12 @@ def main(argv: list[str]) -> int:
     except RecipeError as e:
         print(e, file=sys.stderr)
         return 2
-    facts, text = run(project, host)
+    try:
+        tools = load_tools(project / "recipes")
+    except RecipeError as e:
+        print(e, file=sys.stderr)
+        return 2
+    facts, text = run(project, host, tools)
     print(text)
     return 0 if facts.ok else 1
 

@@ -37,8 +37,8 @@ def main() -> None:
     runs = ap.parse_args().runs
     qemu = shutil.which("qemu-system-x86_64")
     with tempfile.TemporaryDirectory(prefix="azl-bench-host-") as tmp:
-        shutil.copytree(REPO / "recipes" / "host", Path(tmp) / "recipes" / "host")
-        lo, hi, res = timed(lambda: preflight.run(Path(tmp), {}), runs)
+        tools = preflight.load_tools(REPO / "recipes")
+        lo, hi, res = timed(lambda: preflight.run(Path(tmp), {}, tools), runs)
         facts = res[0]  # type: ignore[index]
         print(
             f"preflight          {lo:6.2f} s best, {hi:6.2f} s worst  (accel {facts.accel}, ok {facts.ok})"

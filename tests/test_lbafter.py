@@ -1,4 +1,4 @@
-"""The after-step ``recipes/host/lb-after/90-azl-automation.sh``, run for real.
+"""The after-step ``recipes/lb-image/90-azl-automation.sh``, run for real.
 
 Not in live-bootstrap's guest (whose image cannot be built here), but in a chroot whose root is
 an overlay of this machine's (writes land in a scratch directory), in private mount and
@@ -20,7 +20,7 @@ import pytest
 from tests import lbcheckout
 
 REPO = Path(__file__).resolve().parent.parent
-AFTER = REPO / "recipes/host/lb-after/90-azl-automation.sh"
+AFTER = REPO / "recipes/lb-image/90-azl-automation.sh"
 
 HARNESS = """set -e
 T={tmp}

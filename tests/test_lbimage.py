@@ -17,6 +17,7 @@ import pytest
 
 from tasks import lbimage, lbinputs, lbprogress, qemuwrap
 from tasks.config import Config, Paths
+from tasks.loader import parse_recipe
 from tests import lbcheckout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +25,20 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = "--arch x86 -t azurelinux --cores {nproc} --update-checksums --interactive --mirror file://{pwd}/mirror --qemu --qemu-ram=16384 --target-size=100g"
 # what rootfs.py at 1296c44b hands --qemu-cmd in kernel-bootstrap mode (its bootstrap())
 ROOTFS_QEMU = "-enable-kvm -m {ram}M -smp {cores} -drive file={img},format=raw -machine kernel-irqchip=split -nic user,ipv6=off,model=e1000 -no-reboot -nographic"
+
+
+def lb_spec() -> lbinputs.Spec:
+    recipe, errors = parse_recipe(REPO / "recipes" / "lb-image.toml")
+    assert recipe is not None and not errors, errors
+    return recipe.spec
+
+
+def copy_host_recipes(dst: Path) -> None:
+    """The host half's recipes (and dropbear's, whose tarball the after-step builds)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("preflight.toml", "lb-image.toml", "dropbear.toml"):
+        shutil.copy(REPO / "recipes" / name, dst)
+    shutil.copytree(REPO / "recipes" / "lb-image", dst / "lb-image")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +83,7 @@ def parse_with_rootfs(checkout: Path, argv: list[str]) -> dict:
 
 def test_rootfs_command_is_the_seeds_field_by_field(checkout: Path, tmp_path: Path) -> None:
     paths = Paths(tmp_path)
-    spec = lbinputs.load_spec(REPO / "recipes")
+    spec = lb_spec()
     nproc = os.cpu_count()
     lay = lbinputs.Layout(paths)
     ours = lbinputs.rootfs_args(
@@ -201,9 +216,8 @@ def test_missing_distfiles_stop_the_task_before_rootfs(checkout: Path, tmp_path:
     (lay.host / "preflight.json").write_text(json.dumps(decisions()))
     (tmp_path / "mirror").mkdir()
     (tmp_path / "mirror" / "mes-0.27.tar.gz").write_bytes(b"one of them")
-    shutil.copytree(REPO / "recipes" / "host", tmp_path / "recipes" / "host")
-    shutil.copy(REPO / "recipes" / "dropbear.toml", tmp_path / "recipes")
-    failed = lbimage.build_image(paths, Config())
+    copy_host_recipes(tmp_path / "recipes")
+    failed = lbimage.build_image(paths, Config(), lb_spec())
     assert failed is not None
     msg = str(failed)
     assert "rootfs.py needs 70 distfile(s) before it builds the image" in msg
@@ -270,8 +284,7 @@ def tcg_project(root: Path, checkout: Path, dropbear: Path) -> Path:
     steps before mes need none."""
     root.mkdir()
     shutil.copy(REPO / "dodo.py", root)
-    shutil.copytree(REPO / "recipes" / "host", root / "recipes" / "host")
-    shutil.copy(REPO / "recipes" / "dropbear.toml", root / "recipes")
+    copy_host_recipes(root / "recipes")
     (root / "mirror").mkdir()
     shutil.copy(dropbear, root / "mirror")
     (root / "azl-bootstrap.toml").write_text(
@@ -476,7 +489,7 @@ def test_finished_image_is_kept_until_its_inputs_change(
     # the after-step went into the image with the host's key and the dropbear tarball
     steps = root / "cache/host/lb-target/init/steps/after"
     assert (steps / "90-azl-automation.sh").read_bytes() == (
-        REPO / "recipes/host/lb-after/90-azl-automation.sh"
+        REPO / "recipes/lb-image/90-azl-automation.sh"
     ).read_bytes()
     assert (steps / "azl/authorized_keys").read_text() == (host / "ssh/id_ed25519.pub").read_text()
     assert (steps / "azl" / dropbear_tarball.name).read_bytes() == dropbear_tarball.read_bytes()
@@ -534,16 +547,14 @@ def test_after_step_patches_the_pinned_init(checkout: Path, tmp_path: Path) -> N
     bootable = (checkout / "steps/improve/make_bootable.sh").read_text()
     init = bootable.split("cat > /init <<- 'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n"
     (tmp_path / "init").write_text(init)
-    script = (REPO / "recipes/host/lb-after/90-azl-automation.sh").read_text()
+    script = (REPO / "recipes/lb-image/90-azl-automation.sh").read_text()
     sed = next(ln.strip() for ln in script.splitlines() if ln.strip().startswith("sed -i"))
     subprocess.run(["bash", "-c", sed.replace("/init", str(tmp_path / "init"))], check=True)
     lines = (tmp_path / "init").read_text().splitlines()
     at = lines.index("/usr/bin/azl-start-ssh")
     assert lines[at + 1].startswith("env - PATH=${PREFIX}/bin") and "openvt" in lines[at + 1]
     assert len(lines) == len(init.splitlines()) + 1
-    subprocess.run(
-        ["bash", "-n", str(REPO / "recipes/host/lb-after/90-azl-automation.sh")], check=True
-    )
+    subprocess.run(["bash", "-n", str(REPO / "recipes/lb-image/90-azl-automation.sh")], check=True)
 
 
 @pytest.mark.network

@@ -23,12 +23,13 @@ QEMU = shutil.which("qemu-system-x86_64")
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "recipes" / "host", tmp_path / "recipes" / "host")
+    (tmp_path / "recipes").mkdir()
+    shutil.copy(REPO / "recipes" / "preflight.toml", tmp_path / "recipes")
     return tmp_path
 
 
 def tools() -> dict:
-    return preflight.load_tools(REPO / "recipes" / "host" / "tools.toml")
+    return preflight.load_tools(REPO / "recipes")
 
 
 def test_this_machine_real_figures_and_kvm(project: Path) -> None:

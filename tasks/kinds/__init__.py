@@ -9,6 +9,8 @@ checkpoint done while the running machine is ``running_machine`` (the kexec)
 session    redone exactly while its ``check`` command fails (a mount, a running daemon)
 tree       the Azure Linux tree: a git snapshot made a git repository, with fixes
 stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
+preflight  the host's figures, KVM and tools against what the run needs; the sizes it picks
+lbimage    live-bootstrap's rootfs.py --qemu to a finished image (the host half)
 ========== ================================================================================
 
 Adding a kind is one new module in this package and one line in ``KINDS`` below. A kind
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tasks.kinds import checkpoint, package, session, stage, tree
+from tasks.kinds import checkpoint, lbimage, package, preflight, session, stage, tree
 
 KINDS: dict[str, ModuleType] = {
     "package": package,
@@ -59,5 +61,7 @@ KINDS: dict[str, ModuleType] = {
     "session": session,
     "tree": tree,
     "stage": stage,
+    "preflight": preflight,
+    "lbimage": lbimage,
 }
 DEFAULT = "package"

@@ -1,9 +1,10 @@
 #!/bin/bash
 # azl-bootstrap's after-step for live-bootstrap (procedure.md §2, §8): prepares the finished
 # system so the host can drive it over SSH and nobody types into the guest.
-# `lb-image` copies this file and the directory azl/ (dropbear tarball + sha256, the host's
-# public key) into live-bootstrap's steps/after/ before rootfs.py runs; live-bootstrap's
-# improve/after.sh runs it with bash as the last step, then powers off.
+# `lb-image` (recipes/lb-image.toml) copies this file and the directory azl/ (dropbear
+# tarball + sha256, the host's public key) into live-bootstrap's steps/after/ before
+# rootfs.py runs; live-bootstrap's improve/after.sh runs it with bash as the last step, then
+# powers off.
 # Its markers on the serial console are read by the host (tasks/lbprogress.py): a failure
 # prints "AZL-AFTER: FAILED ..." and still lets the machine power off, so the host reports
 # it instead of waiting on a hung guest.
