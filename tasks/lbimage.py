@@ -11,7 +11,7 @@ are printed as they go by (``tasks/lbprogress.py``); rootfs.py's own output goes
 
 Before the run:
 
-- the checkout ``cache/host/live-bootstrap`` must be at the pinned commit (``doit
+- the checkout (``checkout``, default ``cache/live-bootstrap``) must be at the pinned commit (``doit
   live-bootstrap`` makes it);
 - rootfs.py builds the image only after it has every distfile of the ``build:`` steps before
   ``improve: get_network`` (its ``Generator.get_packages``; 71 files at 1296c44b): they are
@@ -144,7 +144,7 @@ def build_image(
 ) -> TaskFailed | None:
     """The action of ``lb-image``. None when finished; a TaskFailed saying why otherwise."""
     out = out or sys.stdout
-    lay = Layout(paths)
+    lay = Layout(paths, spec.checkout)
     decisions = preflight.load(paths.project)
     head = _checkout_commit(lay.checkout)
     if head != spec.commit:

@@ -43,6 +43,7 @@ class Spec:
     after_step: Path  # in recipes/<name>/
     dropbear_file: str
     dropbear_sha256: str
+    checkout: str = "cache/live-bootstrap"  # relative to the project
 
 
 def parse_spec(c: Checker, data: dict[str, Any], path: Path, name: str) -> Spec | None:
@@ -78,6 +79,9 @@ def parse_spec(c: Checker, data: dict[str, Any], path: Path, name: str) -> Spec 
             "dropbear",
             f"{values['dropbear']!r} is not a version of recipes/dropbear.toml with a source",
         )
+    checkout = c.typed(data, "checkout", str, "", "cache/live-bootstrap")
+    if checkout.startswith("/") or ".." in Path(checkout).parts:
+        c.err("checkout", f"must be a path inside the project, got {checkout!r}")
     if len(c.errors) or src is None:
         return None
     return Spec(
@@ -88,6 +92,7 @@ def parse_spec(c: Checker, data: dict[str, Any], path: Path, name: str) -> Spec 
         after,
         src["file"],
         src["sha256"],
+        checkout,
     )
 
 
@@ -101,9 +106,12 @@ class Layout:
     def host(self) -> Path:
         return self.paths.cache / "host"
 
+    checkout_dir: str = "cache/live-bootstrap"  # the recipe's ``checkout``
+
     @property
     def checkout(self) -> Path:
-        return self.host / "live-bootstrap"
+        """The pinned live-bootstrap checkout rootfs.py runs from (``doit live-bootstrap``)."""
+        return self.paths.project / self.checkout_dir
 
     @property
     def target(self) -> Path:

@@ -290,7 +290,7 @@ def tcg_project(root: Path, checkout: Path, dropbear: Path) -> Path:
     (root / "azl-bootstrap.toml").write_text(
         'platform = "sandbox"\n[host]\nram_mib = 4096\nimage_size = "2G"\n'
     )
-    lb = root / "cache" / "host" / "live-bootstrap"
+    lb = root / "cache" / "live-bootstrap"
     lb.parent.mkdir(parents=True)
     lbcheckout.live_bootstrap(lb)
     manifest = lb / "steps" / "manifest"
@@ -364,7 +364,7 @@ def test_real_rootfs_qemu_start_under_tcg_stop_and_rerun(
     assert json.loads((root / "cache/host/lb-image.state.json").read_text())["state"] == "stopped"
     assert not qemu_alive(root)
     assert (root / "mirror" / dropbear_tarball.name).exists()
-    assert (root / "cache/host/live-bootstrap/distfiles").is_dir()
+    assert (root / "cache/live-bootstrap/distfiles").is_dir()
     rootfs_log = (root / "cache/logs/lb-image.rootfs.log").read_text()
     qemu_line = next(ln for ln in rootfs_log.splitlines() if ln.startswith("qemu: "))
     assert shlex.split(qemu_line)[2:] == qemuwrap.rewrite(

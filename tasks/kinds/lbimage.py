@@ -1,7 +1,8 @@
 """kind = "lbimage": live-bootstrap's ``rootfs.py --qemu`` run to a finished image
 (``tasks.lbimage`` runs it, ``tasks.lbinputs`` says what goes in).
 
-Keys: ``commit`` (live-bootstrap, pinned), ``arch``, ``update_checksums``, ``after_step`` (a
+Keys: ``commit`` (live-bootstrap, pinned), ``checkout`` (where that checkout is, relative to
+the project; default ``cache/live-bootstrap``), ``arch``, ``update_checksums``, ``after_step`` (a
 file in ``recipes/<name>/``) and ``dropbear`` (a version of ``recipes/dropbear.toml``). Its
 targets are the image and the record of what built it; it is redone only when the image's
 inputs change (``tasks.lbimage.inputs_unchanged``). Dependents get the record as file_dep
@@ -21,7 +22,7 @@ from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.lbinputs import Layout, parse_spec
 from tasks.recipe import Build, Checker, Recipe, Version
 
-KEYS = frozenset({"commit", "arch", "update_checksums", "after_step", "dropbear"})
+KEYS = frozenset({"commit", "arch", "update_checksums", "after_step", "dropbear", "checkout"})
 
 
 def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def outputs(plan: Plan, build: Build) -> list[str]:
 
 def tasks(plan: Plan, build: Build) -> list[Task]:
     spec = build.recipe.spec
-    lay = Layout(plan.paths)
+    lay = Layout(plan.paths, spec.checkout)
     return [
         make_task(
             name=build.name,
