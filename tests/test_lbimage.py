@@ -602,3 +602,23 @@ def test_qemu_failure_is_reported_with_rootfs_output(
     assert "lb-image: rootfs.py failed (exit 1)" in out, out
     assert "qemu: cannot set up guest memory" in out and "Bootstrapping failed" in out
     assert lbimage.read_state(Paths(root))["state"] == "failed"
+
+
+def test_bad_lb_image_recipe_names_file_and_field(tmp_path: Path) -> None:
+    copy_host_recipes(tmp_path)
+    path = tmp_path / "lb-image.toml"
+    text = path.read_text()
+    path.write_text(
+        text.replace('commit = "1296c44bb345ef5d54ecffd7688f9813d46a032a"', 'commit = "1296c44b"')
+        .replace('dropbear = "2025.89"', 'dropbear = "2099.1"')
+        .replace('after_step = "90-azl-automation.sh"', 'after_step = "missing.sh"')
+        .replace('checkout = "cache/live-bootstrap"', 'checkout = "../elsewhere"')
+    )
+    recipe, errors = parse_recipe(path)
+    got = {e.field: e.message for e in errors}
+    assert got.keys() == {"commit", "after_step", "dropbear", "checkout"}, got
+    assert got["commit"] == "'1296c44b': expected a full 40-digit commit id"
+    assert got["dropbear"] == "'2099.1' is not a version of recipes/dropbear.toml with a source"
+    assert got["after_step"].startswith("file not found: ") and got["after_step"].endswith(
+        "lb-image/missing.sh"
+    )

@@ -251,3 +251,20 @@ def test_doit_preflight_prints_the_report_and_fails_when_the_run_cannot_succeed(
     assert "preflight: ok" in r.stdout
     decisions = json.loads((project / "cache/host/preflight.json").read_text())
     assert decisions["accel"] == "tcg" and decisions["sizes"]["image_size"] == "1G"
+
+
+def test_bad_tools_table_names_file_and_field(tmp_path: Path) -> None:
+    from tasks.loader import parse_recipe
+
+    path = tmp_path / "preflight.toml"
+    path.write_text(
+        'kind = "preflight"\nplatforms = ["host"]\n'
+        '[tools.git]\nwhy = "clones"\nrequired = "yes"\ndebian = "git"\nfedora = "git"\nsuse = "git"\n'
+    )
+    recipe, errors = parse_recipe(path)
+    got = sorted(str(e) for e in errors)
+    assert got == [
+        f"{path}: tools.git.arch: missing",
+        f"{path}: tools.git.required: expected bool, got str",
+        f"{path}: tools.git.suse: unknown key",
+    ], got
