@@ -290,14 +290,34 @@ def _outcome(
 # -- up to date? -----------------------------------------------------------------------
 
 
-def inputs_unchanged(task: Any, values: dict[str, Any], spec: Spec, lay: Layout) -> bool:
-    """doit uptodate, evaluated when lb-image is due (after preflight ran): the image's
-    inputs (``image_inputs``) are those of the last successful run. What is saved is
-    computed after the run, which may have made the key."""
-    pre = lay.host / "preflight.json"
+class InputsUnchanged:
+    """doit uptodate, evaluated when lb-image is due (after preflight ran): the image's inputs
+    (``image_inputs``) are those of the last successful run. What is saved is computed after
+    the run, which may have made the key. ``doit info lb-image`` names what changed."""
 
-    def inputs() -> str:
-        return json.dumps(image_inputs(spec, json.loads(pre.read_text()), lay), sort_keys=True)
+    def __init__(self, spec: Spec, lay: Layout):
+        self.spec, self.lay = spec, lay
+        self.changed: list[str] | None = None
 
-    task.value_savers.append(lambda: {"lb-image-inputs": inputs()})
-    return pre.exists() and values.get("lb-image-inputs") == inputs()
+    def _inputs(self) -> dict[str, Any]:
+        pre = self.lay.host / "preflight.json"
+        return image_inputs(self.spec, json.loads(pre.read_text()), self.lay)
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        task.value_savers.append(lambda: {"lb-image-inputs": self._inputs()})
+        if not (self.lay.host / "preflight.json").exists():
+            self.changed = ["no preflight yet"]
+            return False
+        old, now = values.get("lb-image-inputs"), self._inputs()
+        if not isinstance(old, dict):
+            self.changed = ["never built"]
+        else:
+            self.changed = [k for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+        return not self.changed
+
+    def __str__(self) -> str:
+        if not self.changed:
+            return "image inputs"
+        return "image inputs changed: " + ", ".join(self.changed)
+
+    __repr__ = __str__

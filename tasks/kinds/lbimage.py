@@ -5,7 +5,7 @@ Keys: ``commit`` (live-bootstrap, pinned), ``checkout`` (where that checkout is,
 the project; default ``cache/live-bootstrap``), ``arch``, ``update_checksums``, ``after_step`` (a
 file in ``recipes/<name>/``) and ``dropbear`` (a version of ``recipes/dropbear.toml``). Its
 targets are the image and the record of what built it; it is redone only when the image's
-inputs change (``tasks.lbimage.inputs_unchanged``). Dependents get the record as file_dep
+inputs change (``tasks.lbimage.InputsUnchanged``). Dependents get the record as file_dep
 (never the image: hashing a sparse 100 GB file is not a dependency check).
 """
 
@@ -48,7 +48,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             file_dep=[str(spec.path), str(spec.after_step)],
             task_dep=list(build.depends),
             targets=[str(lay.image), str(lay.record)],
-            uptodate=[(lbimage.inputs_unchanged, [spec, lay])],
+            uptodate=[lbimage.InputsUnchanged(spec, lay)],
             clean=[(lbimage.clean_image, [plan.paths])],
             verbosity=2,
             doc=build.recipe.description,
