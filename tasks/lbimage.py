@@ -153,7 +153,10 @@ def build_image(
         )
     missing = link_distfiles(lay.checkout, paths.mirror)
     if missing:
-        lines = "\n".join(f"  {n}  sha256 {s}  from {u}" for n, s, u in missing)
+        lines = "\n".join(
+            f"  {s.file}  sha256 {s.sha256}  from {', '.join(s.urls) or 'no URL (a git snapshot)'}"
+            for s in missing
+        )
         return TaskFailed(
             f"lb-image: rootfs.py needs {len(missing)} distfile(s) before it builds the image, "
             f"not in {paths.mirror} (run doit lb-mirror):\n{lines}"

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -24,10 +23,11 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from tasks import lbmirror, lbsources
 from tasks.config import Config, Paths
 from tasks.download import sha256_file
 from tasks.fsutil import atomic_write, safe_rmtree
-from tasks.recipe import Checker
+from tasks.recipe import Checker, Source
 
 HERE = Path(__file__).resolve().parent
 
@@ -224,47 +224,19 @@ def write_wrapper(lay: Layout, decisions: dict[str, Any]) -> Path:
 # -- what rootfs.py needs up front -------------------------------------------------------
 
 
-def upfront_distfiles(checkout: Path) -> list[tuple[str, str, str]]:
-    """(file, sha256, url) that rootfs.py fetches before it builds the image, as its
-    ``Generator.get_source_manifest(pre_network=True)`` reads them at 1296c44b."""
-    steps = checkout / "steps"
-    seen: dict[str, tuple[str, str, str]] = {}
-    for line in (steps / "manifest").read_text().splitlines():
-        s = line.strip()
-        if s.startswith("improve: ") and "network" in s:
-            break
-        if not s.startswith("build: "):
-            continue
-        sources = steps / s.split(" ")[1].split("#")[0].strip() / "sources"
-        if not sources.exists():
-            continue
-        for src in sources.read_text().splitlines():
-            f = src.strip().split(" ")
-            if not f[0]:
-                continue
-            if f[0].startswith("git://"):
-                f = f[1:]
-            name = f[2] if len(f) > 2 else os.path.basename(f[0])
-            seen.setdefault(name, (name, f[1], f[0]))
-    return list(seen.values())
+def upfront_distfiles(checkout: Path) -> list[Source]:
+    """The distfiles rootfs.py wants before it builds the image: those of the ``build:`` steps
+    before ``improve: ...network...`` (``tasks.lbsources``' "early" use), one per file."""
+    return [e.source for e in lbsources.distfiles(lbsources.read_checkout(checkout), ("early",))]
 
 
-def link_distfiles(checkout: Path, mirror: Path) -> list[tuple[str, str, str]]:
-    """Link each up-front distfile from the mirror into ``<checkout>/distfiles``; the missing."""
-    dist = checkout / "distfiles"
-    dist.mkdir(exist_ok=True)
-    missing = []
-    for name, sha, url in upfront_distfiles(checkout):
-        have = dist / name
-        if have.exists():
-            continue
-        if (mirror / name).is_file():
-            with contextlib.suppress(FileNotFoundError):
-                have.unlink()  # a dangling link
-            have.symlink_to((mirror / name).resolve())
-        else:
-            missing.append((name, sha, url))
-    return missing
+def link_distfiles(checkout: Path, mirror: Path) -> list[Source]:
+    """Link the up-front distfiles that ``mirror/`` holds into ``<checkout>/distfiles`` (as
+    ``doit lb-mirror`` does, ``tasks.lbmirror.layout``); return those it does not hold."""
+    wanted = upfront_distfiles(checkout)
+    have = [s.file for s in wanted if (mirror / s.file).is_file()]
+    lbmirror.layout(mirror, checkout / "distfiles", have)
+    return [s for s in wanted if s.file not in set(have)]
 
 
 # -- the after-step ----------------------------------------------------------------------
