@@ -446,6 +446,17 @@ printf 'AZL-AFTER: done\\nreboot: Power down\\n' >> "$serial"
 """
 
 
+def doit_run(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "doit", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def fake_qemu_env(tmp_path: Path, script: str) -> dict[str, str]:
     """The environment of a doit run whose ``qemu-system-x86_64`` is ``script``."""
     bin_dir = tmp_path / "bin"
@@ -464,14 +475,7 @@ def test_finished_image_is_kept_until_its_inputs_change(
     env = fake_qemu_env(tmp_path, FAKE_QEMU)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "doit", *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return doit_run(root, env, *args)
 
     r = run("lb-image")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -563,17 +567,8 @@ def test_after_step_failure_is_reported(
     tmp_path: Path, checkout: Path, dropbear_tarball: Path
 ) -> None:
     root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
-    env = fake_qemu_env(
-        tmp_path, FAKE_QEMU.replace("AZL-AFTER: done", "AZL-AFTER: FAILED at line 37: make -j2")
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "doit", "lb-image"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    failing = FAKE_QEMU.replace("AZL-AFTER: done", "AZL-AFTER: FAILED at line 37: make -j2")
+    r = doit_run(root, fake_qemu_env(tmp_path, failing), "lb-image")
     assert r.returncode != 0
     assert (
         "lb-image: the after-step failed: AZL-AFTER: FAILED at line 37: make -j2"
@@ -589,15 +584,7 @@ def test_qemu_failure_is_reported_with_rootfs_output(
 ) -> None:
     root = tcg_project(tmp_path / "proj", checkout, dropbear_tarball)
     script = "#!/bin/sh\ncase \"$*\" in *isa-debug-exit*) exit 3 ;; esac\necho 'qemu: cannot set up guest memory' >&2\nexit 1\n"
-    env = fake_qemu_env(tmp_path, script)
-    r = subprocess.run(
-        [sys.executable, "-m", "doit", "lb-image"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = doit_run(root, fake_qemu_env(tmp_path, script), "lb-image")
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "lb-image: rootfs.py failed (exit 1)" in out, out
