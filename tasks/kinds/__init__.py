@@ -11,6 +11,8 @@ tree       the Azure Linux tree: a git snapshot made a git repository, with fixe
 stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
 git        a pinned git checkout (commit and tree ids, submodules at their recorded commits)
 distfiles  live-bootstrap's distfiles through the mirror, laid out where rootfs.py reads them
+preflight  the host's figures, KVM and tools against what the run needs; the sizes it picks
+lbimage    live-bootstrap's rootfs.py --qemu to a finished image (the host half)
 guest      (host) the guest plan run in the VM over SSH; ``doit vm``; guest-only step names
 ========== ================================================================================
 
@@ -58,7 +60,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tasks.kinds import checkpoint, distfiles, git, guest, package, session, stage, tree
+from tasks.kinds import (
+    checkpoint,
+    distfiles,
+    git,
+    guest,
+    lbimage,
+    package,
+    preflight,
+    session,
+    stage,
+    tree,
+)
 
 KINDS: dict[str, ModuleType] = {
     "package": package,
@@ -68,6 +81,8 @@ KINDS: dict[str, ModuleType] = {
     "stage": stage,
     "git": git,
     "distfiles": distfiles,
+    "preflight": preflight,
+    "lbimage": lbimage,
     "guest": guest,
 }
 DEFAULT = "package"
