@@ -38,9 +38,9 @@ ENGINE_IMPORTS = "import doit, psutil, xxhash, requests, tqdm"
 class GuestSettings:
     """``[vm]`` of the config; paths relative to the project."""
 
-    image: str = "cache/lb/image.img"
-    host_key: str = "cache/lb/guest_host_key.pub"  # recorded when the image was made
-    client_key: str = "cache/lb/guest_client_key"  # its .pub is authorised in the guest
+    image: str = "cache/host/lb-target/init.img"  # what `doit lb-image` made
+    host_key: str = "cache/host/ssh/host_key.pub"  # recorded when the image was made
+    client_key: str = "cache/host/ssh/id_ed25519"  # its .pub is authorised in the guest
     size: str = "400G"  # the disk grows to this (sparse) before the first boot
     cores: int = 2
     memory_mb: int = 4096
@@ -85,6 +85,25 @@ def vm_settings(table: dict[str, Any], config_file: Path) -> GuestSettings:
             config_file, "vm.address", f"expected host:port, got {settings.address!r}"
         )
     return settings
+
+
+def with_preflight(project: Path, s: GuestSettings, table: dict[str, Any]) -> GuestSettings:
+    """Cores, RAM and the accelerator that ``doit preflight`` chose
+    (``cache/host/preflight.json``), where ``[vm]`` does not set them."""
+    import json
+
+    try:
+        pre = json.loads((project / "cache" / "host" / "preflight.json").read_text())
+    except (OSError, ValueError):
+        return s
+    sizes = pre.get("sizes", {})
+    if "cores" not in table and isinstance(sizes.get("qemu_cores"), int):
+        s.cores = sizes["qemu_cores"]
+    if "memory_mb" not in table and isinstance(sizes.get("qemu_ram_mib"), int):
+        s.memory_mb = sizes["qemu_ram_mib"]
+    if "kvm" not in table:
+        s.kvm = pre.get("accel") == "kvm"
+    return s
 
 
 def vm_spec(project: Path, s: GuestSettings) -> VMSpec:
@@ -221,7 +240,7 @@ def main(argv: list[str]) -> int:  # python -m tasks.guestdrive [--vm | doit arg
     if (project / CONFIG_NAME).exists():
         with open(project / CONFIG_NAME, "rb") as f:
             table = tomllib.load(f).get("vm", {})
-    settings = vm_settings(table, project / CONFIG_NAME)
+    settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
     if argv == ["--vm"]:
         return hold(project, settings, out=lambda line: print(line, flush=True))
     return drive(project, settings, argv, out=lambda line: print(line, flush=True))

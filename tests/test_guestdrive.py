@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +79,10 @@ def test_host_doit_runs_a_guest_only_step_in_the_guest_by_its_name(tmp_path: Pat
     sshd = Sshd(tmp_path / "sshd")
     sshd.start()
     project = guest_project(tmp_path / "host")
-    shutil.copy(REPO / "recipes" / "guest.toml", project.root / "recipes")
+    # the repository's guest.toml without its dependency on lb-image (hours of live-bootstrap)
+    text = (REPO / "recipes" / "guest.toml").read_text()
+    assert 'depends = ["lb-image"]' in text
+    (project.root / "recipes" / "guest.toml").write_text(text.replace('depends = ["lb-image"]', ""))
     log, marker = tmp_path / "g1.log", tmp_path / "g1.done"
     (project.root / "recipes" / "g1.toml").write_text(
         'kind = "session"\nplatforms = ["guest"]\ndescription = "a guest session step"\n'
@@ -122,3 +124,19 @@ def test_host_doit_runs_a_guest_only_step_in_the_guest_by_its_name(tmp_path: Pat
         assert "the guest's doit g2 exited" in r.out + r.err
     finally:
         sshd.stop()
+
+
+def test_cores_ram_and_kvm_come_from_preflight_unless_vm_sets_them(tmp_path: Path) -> None:
+    from tasks.guestdrive import with_preflight
+
+    cfg = tmp_path / "azl-bootstrap.toml"
+    assert with_preflight(tmp_path, vm_settings({}, cfg), {}) == GuestSettings()  # no preflight
+    (tmp_path / "cache" / "host").mkdir(parents=True)
+    (tmp_path / "cache" / "host" / "preflight.json").write_text(
+        '{"accel": "kvm", "sizes": {"qemu_cores": 6, "qemu_ram_mib": 12288}}'
+    )
+    s = with_preflight(tmp_path, vm_settings({}, cfg), {})
+    assert (s.cores, s.memory_mb, s.kvm) == (6, 12288, True)
+    table = {"cores": 2, "kvm": False}
+    s = with_preflight(tmp_path, vm_settings(table, cfg), table)
+    assert (s.cores, s.memory_mb, s.kvm) == (2, 12288, False)

@@ -14,7 +14,8 @@ One recipe of this kind (``recipes/guest.toml``, ``platforms = ["host"]``) makes
 The doit options given on the host that mean the same in the guest (``-n``, ``-P``, ``-v``,
 ``-c``) are passed on. None of these is ever up to date: the guest's own state decides what is
 left to do there. The guest's output is shown live and kept in ``cache/logs/guest.log``.
-Settings: ``[vm]`` of ``azl-bootstrap.toml`` (``tasks.guestdrive.GuestSettings``).
+Settings: ``[vm]`` of ``azl-bootstrap.toml`` (``tasks.guestdrive.GuestSettings``); cores, RAM
+and KVM default to what ``doit preflight`` chose; the image and keys are ``doit lb-image``'s.
 """
 
 from __future__ import annotations
@@ -81,12 +82,13 @@ def guest_only(plan: Plan) -> list[str]:
 def _run(project: Path, names: list[str]) -> TaskFailed | None:
     project = project.resolve()
     from tasks.config import load_config
-    from tasks.guestdrive import drive, vm_settings
+    from tasks.guestdrive import drive, vm_settings, with_preflight
     from tasks.link import LinkError
     from tasks.vm import VMError
     from tasks.wheelhouse import WheelhouseError
 
-    settings = vm_settings(load_config(project).vm, project / CONFIG_NAME)
+    table = load_config(project).vm
+    settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
     args = forwarded_options(sys.argv[1:]) + names
     log_path = project / "cache" / "logs" / "guest.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +112,11 @@ def _run(project: Path, names: list[str]) -> TaskFailed | None:
 def _hold(project: Path) -> TaskFailed | None:
     project = project.resolve()
     from tasks.config import load_config
-    from tasks.guestdrive import hold, vm_settings
+    from tasks.guestdrive import hold, vm_settings, with_preflight
     from tasks.vm import VMError
 
-    settings = vm_settings(load_config(project).vm, project / CONFIG_NAME)
+    table = load_config(project).vm
+    settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
     try:
         hold(project, settings, out=lambda line: print(line, file=sys.__stdout__, flush=True))
     except VMError as e:
