@@ -20,7 +20,6 @@ every run whatever ``PYTHONHASHSEED`` is.
 
 from __future__ import annotations
 
-import difflib
 import os
 import signal
 import subprocess
@@ -35,10 +34,8 @@ from doit.task import Task
 from doit.tools import config_changed
 
 from tasks import checker, recipecache, state
-from tasks.build import stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
-from tasks.gitpin import offline_missing
 from tasks.graph import critical_first, find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
 from tasks.kinds.base import make_task as _task
@@ -53,6 +50,7 @@ from tasks.recipe import (
     RecipeError,
     RecipeErrors,
     Source,
+    close_match,
     common_fields,
     step_rank,
 )
@@ -75,7 +73,7 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
     kind_name = c.typed(data, "kind", str, "", DEFAULT)
     kind = KINDS.get(kind_name)
     if kind is None:
-        hint = difflib.get_close_matches(kind_name, sorted(KINDS), 1)
+        hint = close_match(kind_name, KINDS)
         c.err(
             "kind",
             f"unknown kind {kind_name!r} (kinds: {', '.join(KINDS)})"
@@ -119,7 +117,7 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
         for over in recipe.platform.values():
             deps |= set(over.get("depends", []))
         for dep in sorted(deps - known):
-            hint = difflib.get_close_matches(dep, sorted(known), 1)
+            hint = close_match(dep, known)
             errors.append(
                 RecipeError(
                     recipe.path,
@@ -315,6 +313,8 @@ class Project:
                 + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
                 "or name a local mirror in azl-bootstrap.toml."
             )
+        from tasks.gitpin import offline_missing  # only offline: its import is not free
+
         absent = [
             f"{n}: {why}"
             for n in sorted(names)
@@ -439,7 +439,9 @@ def write_graph(dot_file: Path, png: Path, dot: str) -> None:
 def _stop(signum: int, frame: Any) -> None:
     """SIGINT/SIGTERM: stop every running build (they run in their own process groups, and
     under ``-n N`` in worker threads), then unwind like Ctrl-C; finished tasks are saved."""
-    stop_all_builds()
+    build = sys.modules.get("tasks.build")  # not imported: no build ever started
+    if build is not None:
+        build.stop_all_builds()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
