@@ -20,6 +20,7 @@ every run whatever ``PYTHONHASHSEED`` is.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -152,6 +153,8 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
 class Project:
     """A recipe set resolved for this machine: what ``dodo.py`` turns into tasks."""
 
+    collect_after_load = False  # ``setup`` turned the GC off: ``tasks`` turns it on
+
     def __init__(self, project: Path):
         self.paths = Paths(project)
         recipe_cache = recipecache.RecipeCache(self.paths.state / "recipes.cache")
@@ -246,6 +249,15 @@ class Project:
     def tasks(self) -> Iterator[Task]:
         """Every task of the plan; a mistake only visible in the plan (a stage without its
         tree) stops doit before anything runs, naming file and field."""
+        try:
+            yield from self._tasks()
+        finally:
+            if self.collect_after_load:  # see ``setup``: loading is over
+                self.collect_after_load = False
+                gc.freeze()
+                gc.enable()
+
+    def _tasks(self) -> Iterator[Task]:
         try:
             steps = [
                 t
@@ -369,12 +381,13 @@ class Project:
         names = []
         for src, name in sorted(self.sources.values(), key=lambda s: rank.get(s[1], 0)):
             names.append(f"mirror:{src.file}")
+            target = self.paths.mirror_file(src.file)
             yield _task(
                 name=f"mirror:{src.file}",
                 subtask_of="mirror",
                 actions=[(fetch_source, [src, self.paths, self.mirror])],
-                targets=[str(self.paths.mirror / src.file)],
-                uptodate=[Verified(self.paths.mirror / src.file, src.sha256)],
+                targets=[target],
+                uptodate=[Verified(target, src.sha256)],
                 doc=f"fetch and verify {src.file}",
                 meta={"source": src, "package": name},
             )
@@ -386,7 +399,7 @@ class Project:
             name=f"mirror:{SUMS}",
             subtask_of="mirror",
             actions=[(write_sums, [sums_file, sums, self.paths.mirror])],
-            file_dep=[str(self.paths.mirror / f) for f in sums if f not in self.host_only],
+            file_dep=[self.paths.mirror_file(f) for f in sums if f not in self.host_only],
             targets=[str(sums_file)],
             uptodate=[config_changed(sums)],
             doc="mirror/SHA256SUMS for sha256sum -c",
@@ -460,10 +473,17 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
 
     Recipe and config errors become ``InvalidDodoFile``: doit prints every one of them
     (file and field) and exits 3 before anything is written."""
+    # Loading makes tens of thousands of long-lived objects (recipes, the journal, the
+    # tasks); the cyclic GC would scan them over and over (a third of a no-op's CPU). It is
+    # off from here until doit has every task (``Project.tasks`` ends), which then become
+    # permanent (``gc.freeze``): the run's collections only scan what the run makes.
+    gc.disable()
     try:
         proj = Project(project)
     except (RecipeError, RecipeErrors) as e:
+        gc.enable()
         raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
+    proj.collect_after_load = True
     checker.use_cache(proj.paths.state / "digests.json")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not when imported by a test run
         signal.signal(signal.SIGTERM, _stop)
