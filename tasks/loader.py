@@ -21,6 +21,7 @@ every run whatever ``PYTHONHASHSEED`` is.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ from doit.exceptions import InvalidDodoFile
 from doit.task import Task
 from doit.tools import config_changed
 
-from tasks import checker, recipecache, state
+from tasks import checker, recipecache, state, uptodate
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
 from tasks.graph import critical_first, find_cycle, to_dot, topo_order
@@ -416,19 +417,44 @@ class Project:
 
     def _graph_task(self) -> Task:
         """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
-        edges = {n: b.depends for n, b in self.builds.items()}
-        labels = {
-            n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in self.builds.items()
-        }
-        dot = to_dot(edges, labels, f"azl-bootstrap ({self.platform.name})")
         dot_file, png = self.paths.cache / "graph.dot", self.paths.cache / "graph.png"
+        graph = _Graph(self)
         return _task(
             name="graph",
-            actions=[(write_graph, [dot_file, png, dot])],
+            actions=[(graph.write, [dot_file, png])],
             targets=[str(dot_file), str(png)],
-            uptodate=[config_changed(dot)],
+            uptodate=[graph],
             doc="draw the dependency graph: cache/graph.dot and cache/graph.png (Graphviz)",
         )
+
+
+class _Graph:
+    """The plan in dot, made only when ``doit graph`` runs (not on every load); uptodate:
+    the dot text is the one drawn last time."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._dot: str | None = None
+
+    def dot(self) -> str:
+        if self._dot is None:
+            builds = self.project.builds
+            edges = {n: b.depends for n, b in builds.items()}
+            labels = {
+                n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in builds.items()
+            }
+            self._dot = to_dot(edges, labels, f"azl-bootstrap ({self.project.platform.name})")
+        return self._dot
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        digest = hashlib.md5(self.dot().encode()).hexdigest()
+        task.value_savers.append(lambda: {"dot": digest})
+        return values.get("dot") == digest
+
+    def write(self, dot_file: Path, png: Path) -> None:
+        write_graph(dot_file, png, self.dot())
 
 
 def write_graph(dot_file: Path, png: Path, dot: str) -> None:
