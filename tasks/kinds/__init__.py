@@ -11,6 +11,8 @@ tree       the Azure Linux tree: a git snapshot made a git repository, with fixe
 stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
 git        a pinned git checkout (commit and tree ids, submodules at their recorded commits)
 distfiles  live-bootstrap's distfiles through the mirror, laid out where rootfs.py reads them
+preflight  the host's figures, KVM and tools against what the run needs; the sizes it picks
+lbimage    live-bootstrap's rootfs.py --qemu to a finished image (the host half)
 ========== ================================================================================
 
 Adding a kind is one new module in this package and its name in ``NAMES`` below. ``KINDS``
@@ -61,7 +63,17 @@ import importlib
 from collections.abc import Iterator, Mapping
 from types import ModuleType
 
-NAMES = ("package", "checkpoint", "session", "tree", "stage", "git", "distfiles")
+NAMES = (
+    "package",
+    "checkpoint",
+    "session",
+    "tree",
+    "stage",
+    "git",
+    "distfiles",
+    "preflight",
+    "lbimage",
+)
 DEFAULT = "package"
 
 
