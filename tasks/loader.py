@@ -509,6 +509,9 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
     except (RecipeError, RecipeErrors) as e:
         gc.enable()
         raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
+    except BaseException:
+        gc.enable()
+        raise
     proj.collect_after_load = True
     checker.use_cache(proj.paths.state / "digests.json")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not when imported by a test run
