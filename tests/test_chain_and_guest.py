@@ -33,7 +33,7 @@ SEED_KEXEC = (
     "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0' /boot/vmlinuz"
 )
 GUEST_CHAIN = ["go1.4", "go1.17", "go1.20", "go1.23"]
-MY_GUEST_STEPS = ["guest-setup", "ssh-access", "lfs-user", "sudo", "hosts"]
+MY_GUEST_STEPS = ["guest-setup", "ssh-access", "lfs-user", "sudo", "hosts", "devpts", "root-home"]
 
 
 def ok(r: Result) -> Result:
@@ -270,10 +270,12 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
     p = plan(monkeypatch, REPO, "guest")
     expected = {
         "guest-setup": ("V1", []),
-        "ssh-access": ("V3", ["dropbear", "guest-setup"]),
+        "ssh-access": ("V3", ["dropbear", "guest-setup", "devpts"]),
+        "devpts": ("V1", []),
+        "root-home": ("V4", []),
         "lfs-user": ("V42", ["util-linux"]),
         "sudo": ("V43", []),
-        "hosts": ("V44", ["guest-setup"]),
+        "hosts": ("V44", []),
         "kernel64": ("V36", ["musl-cross-make"]),
         "musl-cross-make": ("V24", []),
         "kexec": ("V37", ["kernel64"]),
@@ -284,13 +286,15 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
         assert build.recipe.platforms == ("guest",), name
     sandbox = plan(monkeypatch, REPO, "sandbox")
     assert not set(expected) & set(sandbox.builds)
-    # live-system actions are post_install only; the scripts are valid shell
+    # live-system actions: post_install of a package, or a session step (redone whenever
+    # its check fails: tests/test_guest_sessions.py); the scripts are valid shell
     for name in MY_GUEST_STEPS:
         for phase, text in p.builds[name].recipe.script.items():
             r = subprocess.run(["sh", "-n", "-c", text], capture_output=True, text=True)
             assert r.returncode == 0, (name, phase, r.stderr)
-    for name in ("guest-setup", "ssh-access", "lfs-user", "hosts"):
-        assert "post_install" in p.builds[name].recipe.script, name
+    assert "post_install" in p.builds["lfs-user"].recipe.script
+    for name in ("devpts", "ssh-access", "hosts", "root-home"):
+        assert p.builds[name].recipe.kind == "session", name
     lfs = p.builds["lfs-user"].recipe.script["post_install"]
     assert "grep -q '^lfs:' /etc/group || groupadd lfs" in lfs
     assert "useradd -s /bin/bash -g lfs -m -k /dev/null lfs" in lfs
@@ -328,21 +332,13 @@ def test_guest_setup_writes_shells_and_the_login_environment(tmp_path: Path) -> 
     assert "/etc/profile.d/*.sh" in (dest / "etc" / "profile").read_text()
 
 
-def test_hosts_resolves_localhost_and_the_host_name(tmp_path: Path) -> None:
-    dest = run_install("hosts", tmp_path)
-    name = (dest / "etc" / "hostname").read_text().strip()
-    assert name and name not in ("(none)", "localhost")
-    hosts = [ln.split() for ln in (dest / "etc" / "hosts").read_text().splitlines()]
-    assert ["127.0.0.1", "localhost"] in hosts
-    assert ["127.0.1.1", name] in hosts
-
-
 def test_dropbear_is_started_in_the_machines_network() -> None:
     """Builds run in an empty network namespace (as root); the daemon is for the machine, so
-    ssh-access opts out (``network = true``, tested in test_engine) and starts it once."""
+    ssh-access opts out (``network = true``, tested in test_engine) and starts it whenever
+    it is not running (a session step: tests/test_guest_sessions.py runs it)."""
     text = tomllib.loads((REPO / "recipes" / "ssh-access.toml").read_text())
-    assert text["network"] is True
-    assert "dropbear -R" in text["script"]["post_install"]
+    assert text["network"] is True and text["kind"] == "session"
+    assert "dropbear -R" in text["script"]["install"]
 
 
 # --------------------------------------------------------------------------- slow: go1.23.1
