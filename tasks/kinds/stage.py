@@ -7,14 +7,21 @@ link); every stage also runs after every package (order only). Targets: ``output
 in the tree); files whose names are not fixed (the ISO, ``outputs_glob``) are recorded with
 their digests in ``cache/stages/<name>.json``, the target, and an uptodate check compares
 them. ``env`` and ``path`` (prepended to PATH) may use the platform's variables and
-``${TREE}`` and ``${GO_BIN}`` (the directory of ``go`` in the go package's manifest; empty
-where the plan has no go package).
+``${TREE}``, ``${GO_BIN}`` (the directory of ``go`` in the go package's manifest; empty
+where the plan has no go package) and ``${GO_MODULES}`` (``mirror/go-modules``). make's
+environment is that and nothing else: PATH (``path``, then live-bootstrap's login PATH,
+``LOGIN_PATH``), HOME, ``env`` (see ``LOGIN_PATH``'s comment: no package-build variable).
+``go_modules = "<module dir>"``: before make, the mirror's Go module cache must serve that
+module offline (tasks/gomodules.py); then GOPROXY=file://..., GOSUMDB=off, GOFLAGS=-mod=mod
+are added; offline without it the attempt stops before make, saying what is missing.
 
 Before every attempt its ``fresh`` paths are removed the safe way: the tree's
 ``toolkit/scripts/safeunmount.sh`` unmounts what is mounted under them, the attempt is refused
 while anything is still mounted under the tree, and the delete never crosses a mount point.
 A failed attempt is retried (``retry.max_attempts``) only when its make output matches a
-retryable pattern (``retry.patterns``); each attempt logs to
+retryable pattern (``retry.patterns``). ``keep``: paths inside ``fresh`` and ``clean`` that
+both leave alone (an earlier stage's output: the final toolchain keeps the raw one); each
+attempt logs to
 ``cache/logs/<name>.<attempt>.log``. ``doit clean <name>`` removes its ``clean`` paths and its
 record, refused in the same way while anything is mounted under the tree. Like the tree,
 stages exist in the guest unless the config's ``azurelinux_stages`` says otherwise.
