@@ -38,6 +38,7 @@ from tasks import checker
 from tasks.build import stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
+from tasks.gitpin import offline_missing
 from tasks.graph import find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
 from tasks.kinds.base import make_task as _task
@@ -252,10 +253,13 @@ class Project:
         yield self._graph_task()
         host = [n for n in self.order if self.builds[n].platform == "host"]
         # fetch every source before building anything: a missing file stops the run early
+        # (the sources of this platform's steps: the host's, e.g. live-bootstrap's
+        # distfiles, are fetched by `doit mirror` or by the host step that needs them)
+        fetches = [f"mirror:{f}" for f in self.sources if f not in self.host_only]
         yield _task(
             name="all",
             actions=None,
-            task_dep=["mirror", *(n for n in self.order if n not in host)],
+            task_dep=[*fetches, f"mirror:{SUMS}", *(n for n in self.order if n not in host)],
             doc="build every step of this platform"
             + ("" if self.platform.name == "guest" else " (the host's: doit host)"),
         )
@@ -287,6 +291,18 @@ class Project:
                 + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
                 "or name a local mirror in azl-bootstrap.toml."
             )
+        absent = [
+            f"{n}: {why}"
+            for n in sorted(names)
+            if self.mirror.offline and (pin := (tasks[n].meta or {}).get("pin"))
+            if (why := offline_missing(*pin))
+        ]
+        if absent:
+            problems.append(
+                f"offline, and {len(absent)} pinned git checkout(s) of this run are in no local "
+                "mirror:\n  " + "\n  ".join(absent) + "\nPut a bare repository, a bundle or a "
+                "snapshot (tasks.gitpin.make_snapshot) of the commit into mirror/."
+            )
         return "\n".join(problems) + "\nNothing was built." if problems else None
 
     def _sources(self) -> dict[str, tuple[Source, str]]:
@@ -294,10 +310,18 @@ class Project:
         packages may share a file only with the same sha256 (``RecipeErrors`` otherwise)."""
         owners: dict[str, tuple[Source, str]] = {}
         errors = []
+        self.host_only: set[str] = set()  # files that only host steps need
+        needed_off_host: set[str] = set()
         for name in self.order:
-            if self.builds[name].version.unconfirmed:
+            build = self.builds[name]
+            if build.version.unconfirmed:
                 continue  # nothing to verify it against: never fetched
-            for src in self.builds[name].version.sources:
+            kind = KINDS[build.recipe.kind]
+            # a kind may list sources the recipe cannot (live-bootstrap's distfiles)
+            found = kind.sources(self, build) if hasattr(kind, "sources") else build.version.sources
+            for src in found:
+                if build.platform != "host":
+                    needed_off_host.add(src.file)
                 if src.file not in owners:
                     owners[src.file] = (src, name)
                 elif owners[src.file][0].sha256 != src.sha256:
@@ -312,6 +336,7 @@ class Project:
                     )
         if errors:
             raise RecipeErrors(errors)
+        self.host_only = set(owners) - needed_off_host
         return owners
 
     def _fetch_tasks(self) -> Iterator[Task]:
@@ -330,11 +355,13 @@ class Project:
             )
         sums = {f: src.sha256 for f, (src, _) in self.sources.items()}
         sums_file = self.paths.mirror / SUMS
+        # one SHA256SUMS for both halves: every file of the plan that is in mirror/ (the host
+        # steps' files are written in by `doit mirror` and by the step that fetched them)
         yield _task(
             name=f"mirror:{SUMS}",
             subtask_of="mirror",
-            actions=[(write_sums, [sums_file, sums])],
-            file_dep=[str(self.paths.mirror / f) for f in sums],
+            actions=[(write_sums, [sums_file, sums, self.paths.mirror])],
+            file_dep=[str(self.paths.mirror / f) for f in sums if f not in self.host_only],
             targets=[str(sums_file)],
             uptodate=[config_changed(sums)],
             doc="mirror/SHA256SUMS for sha256sum -c",

@@ -46,11 +46,13 @@ class Fix:
 
 @dataclass(frozen=True)
 class Tree:
-    """A tree recipe's own data (kind "tree"); its snapshot is the version's one source."""
+    """A tree recipe's own data (kind "tree"): a git commit pin, or a snapshot that is the
+    version's one source."""
 
     dirs: dict[str, str]  # platform -> directory (relative: to the project)
     target: str  # a file the tree's git repository tracks
     fixes: tuple[Fix, ...]
+    pin: Any = None  # tasks.gitpin.Pin: the commit (and tree id) the tree is checked out at
 
 
 def toolkit_on_platform(recipe: Recipe, platform: str, config: Config) -> bool:

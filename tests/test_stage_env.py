@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 from tasks import gomodules
@@ -115,6 +116,10 @@ def test_offline_without_the_modules_the_stage_stops_before_make(
     (tools_dir := azl.tree / "toolkit" / "tools").joinpath("go.sum").write_text(
         "x v1/go.mod h1:x=\n"
     )
+    # offline, the tree's commit must be in a local mirror (tasks/gitpin.py): a bare clone
+    upstream = tmp_path / "upstream" / "azurelinux"
+    bare = azl.project.root / "mirror" / "azurelinux.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(upstream), str(bare)], check=True)
     config = azl.project.root / "azl-bootstrap.toml"
     config.write_text(config.read_text() + "offline = true\n")
     r = azl.doit("go-tools")
