@@ -23,6 +23,7 @@ Every step is a recipe in ``recipes/`` of one *kind*; one module per concept:
 - ``build``     the build of one package: unpack, patch, configure, compile, install,
                 manifest, merge into ROOT
 - ``toolkit``   what the tree and stage kinds share: records, bounded-attempt action
+- ``gomodules`` Go modules fetched on the host into a module cache, served offline in the guest
 - ``manifest``  manifests of installed files and the merge of a stage into ROOT
 - ``checker``   xxh3 file_dep checker with a per-run and persistent digest cache
 - ``state``     durable doit backend: one JSON file per task, committed per task
