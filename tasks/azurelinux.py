@@ -688,7 +688,8 @@ def _tasks(project: Project, stages: Stages) -> Iterator[Task]:
             )
         ],
         task_dep=[git] if git else [],  # order only: a rebuilt git does not remake the tree
-        doc=f"{t.step}  {t.description}: {src.file} -> {tree}".strip(),
+        doc=f"{t.step}  {t.description}: {src.file} -> {tree}".strip()
+        + ("  [unconfirmed]" if t.unconfirmed else ""),
         meta={"unconfirmed": f"{src.file}: {t.unconfirmed}"} if t.unconfirmed else None,
     )
     packages = list(project.order)

@@ -295,6 +295,8 @@ class Project:
         doc = f"{build.version.version}  {recipe.description}".rstrip()
         if build.version.substitute_for:
             doc += f"  [substitute for {build.version.substitute_for}]"
+        if build.version.unconfirmed:  # `doit list` shows what the preflight would refuse
+            doc += "  [unconfirmed]"
         return _task(
             name=build.name,
             actions=[
