@@ -125,7 +125,7 @@ def entered(root: Path, project: Path) -> Iterator:
 
     try:
         mount(["-t", "proc", "proc"], root / "proc")
-        mount(["-t", "sysfs", "sysfs"], root / "sys")
+        mount(["--bind", "/sys"], root / "sys")  # binds stack: two users may enter at once
         mount(["--bind", "/dev"], root / "dev")
         mount(["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"], root / "dev/pts")
         mount(["--bind", str(project)], root / INSIDE.lstrip("/"))
@@ -174,4 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the main of the module `tasks.rehearsal32`, not of `__main__`: the part modules
+    # import RehearsalError from there, and main must catch that class
+    from tasks.rehearsal32 import main as _main
+
+    sys.exit(_main())

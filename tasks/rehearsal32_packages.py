@@ -16,6 +16,8 @@ import contextlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,18 @@ def _prepare_project(project: Path, root: Path) -> Path:
     return inside
 
 
+def _doit_wheel(project: Path) -> Path:
+    """doit's wheel (pure Python, no dependencies), downloaded by the host's pip: the root's
+    pip may not reach the package index where the host's does (a proxy's CA is the host's)."""
+    wheels = project / "cache" / "rehearsal32" / "wheels"
+    if not list(wheels.glob("doit-*.whl")):
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels)]
+        r = subprocess.run([*cmd, DOIT], capture_output=True, text=True)
+        if r.returncode:
+            raise RehearsalError(f"pip download {DOIT}: {r.stderr.strip()[-500:]}")
+    return wheels
+
+
 def build_packages(project: Path, root: Path, names: list[str] | None = None) -> PackagesResult:
     names = list(names or DEFAULT)
     result = PackagesResult(asked=names)
@@ -73,9 +87,10 @@ def build_packages(project: Path, root: Path, names: list[str] | None = None) ->
     start = time.monotonic()
     with entered(root, project) as run:
         if not (root / VENV.lstrip("/") / "bin/doit").exists():
+            wheels = _doit_wheel(project)
             run(
-                f"python3 -m venv --system-site-packages {VENV} && "
-                f"{VENV}/bin/pip install -q '{DOIT}'",
+                f"python3 -m venv --system-site-packages {VENV} && {VENV}/bin/pip install -q "
+                f"--no-index --find-links {INSIDE}/{wheels.relative_to(project)} '{DOIT}'",
                 log,
             )
         run(f"gcc -dumpmachine > {PROJECT_INSIDE}/target", log)
