@@ -167,7 +167,7 @@ def boot(bzimage: Path, disk: Path, timeout: float = 900) -> tuple[str, float]:
         "-m", "512",
         "-smp", "1",
         "-kernel", str(bzimage),
-        "-append", "root=/dev/sda1 rootwait rw init=/init console=ttyS0 panic=-1",
+        "-append", "root=/dev/sda1 rootwait rw init=/init console=ttyS0 loglevel=4 panic=-1",
         "-drive", f"file={disk},format=raw,if=none,id=root",
         "-device", "ide-hd,drive=root,bus=ide.0",
         "-nic", "user,model=e1000",

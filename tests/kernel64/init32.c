@@ -13,26 +13,30 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void list_net(const char *tag)
+/* Each AZL line is one write(2), so kernel messages cannot split it. */
+static void list_dir(const char *tag, const char *dir, const char *prefix)
 {
-	DIR *d = opendir("/sys/class/net");
+	char buf[512];
+	int n = snprintf(buf, sizeof buf, "AZL %s:", tag);
+	DIR *d = opendir(dir);
 	struct dirent *e;
-	printf("AZL %s:", tag);
 	if (d) {
 		while ((e = readdir(d)))
-			if (e->d_name[0] != '.')
-				printf(" %s", e->d_name);
+			if (e->d_name[0] != '.' && !strncmp(e->d_name, prefix, strlen(prefix)) &&
+			    n < (int)sizeof buf - 64)
+				n += snprintf(buf + n, sizeof buf - n, " %s", e->d_name);
 		closedir(d);
 	}
-	printf("\n");
+	n += snprintf(buf + n, sizeof buf - n, "\n");
+	write(1, buf, n);
 }
 
 static void show_link(const char *path)
 {
-	char buf[512];
-	ssize_t n = readlink(path, buf, sizeof buf - 1);
-	buf[n > 0 ? n : 0] = 0;
-	printf("AZL link %s -> %s\n", path, buf);
+	char target[400], buf[512];
+	ssize_t n = readlink(path, target, sizeof target - 1);
+	target[n > 0 ? n : 0] = 0;
+	write(1, buf, snprintf(buf, sizeof buf, "AZL link %s -> %s\n", path, target));
 }
 
 int main(void)
@@ -57,7 +61,8 @@ int main(void)
 		fclose(f);
 	}
 	show_link("/sys/block/sda");
-	list_net("net");
+	list_dir("ahci", "/sys/bus/pci/drivers/ahci", "0000:"); /* PCI devices the driver has */
+	list_dir("net", "/sys/class/net", "");
 	pid = fork();
 	if (pid == 0) {
 		if (unshare(CLONE_NEWNET)) {
@@ -67,7 +72,7 @@ int main(void)
 		/* a new sysfs instance shows the namespace's own devices */
 		umount2("/sys", MNT_DETACH);
 		mount("sysfs", "/sys", "sysfs", 0, NULL);
-		list_net("netns");
+		list_dir("netns", "/sys/class/net", "");
 		_exit(0);
 	}
 	waitpid(pid, &status, 0);
