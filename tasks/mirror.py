@@ -195,8 +195,11 @@ class Verified:
         return f"{self.path} verified (sha256 {self.sha256[:12]}...) and unchanged since"
 
 
-def write_sums(path: Path, sums: dict[str, str]) -> None:
-    """``mirror/SHA256SUMS`` in the format ``sha256sum -c`` reads (sorted by file name)."""
+def write_sums(path: Path, sums: dict[str, str], only_in: Path | None = None) -> None:
+    """``mirror/SHA256SUMS`` in the format ``sha256sum -c`` reads (sorted by file name); with
+    ``only_in``, the files that are there (a file is there only once verified)."""
+    if only_in is not None:
+        sums = {f: h for f, h in sums.items() if (only_in / f).exists()}
     atomic_write(path, "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode())
 
 

@@ -5,7 +5,7 @@ int64(stat.Blocks)`` from ``syscall.Statfs_t`` as the toolkit's imagecustomizer 
 (toolkit/tools/pkg/imagecustomizerlib/imagecustomizer.go:888 at 6a8b54d4, there through
 x/sys/unix, whose Statfs_t has the same int32 Frsize on 386) is built twice:
 
-- with the go-tools stage's environment (recipes/azurelinux/stages.toml ``[env]``:
+- with the go-tools stage's environment (recipes/go-tools.toml ``[env]``:
   GOARCH=amd64, GOTOOLCHAIN=local): it must compile and run (an amd64 binary, on the 64-bit
   kernel, from the 32-bit userland);
 - without it: the Go defaults to GOARCH=386 and must fail with the seed's
@@ -62,7 +62,7 @@ class GoResult:
 def go_source(project: Path) -> Path:
     """The sandbox's go1.23 source tarball in mirror/ (fetched from Debian if missing)."""
     from tasks.download import debian_archive_uri, fetch, sha256_file
-    from tasks.recipe import parse_recipe
+    from tasks.loader import parse_recipe
 
     recipe, errors = parse_recipe(project / "recipes" / "go.toml")
     assert recipe is not None, errors
@@ -76,8 +76,8 @@ def go_source(project: Path) -> Path:
 
 
 def stage_env(project: Path) -> dict[str, str]:
-    """The [env] of the Azure Linux stages (what the go-tools stage adds)."""
-    data = tomllib.loads((project / "recipes/azurelinux/stages.toml").read_text())
+    """The [env] the go-tools stage adds (recipes/go-tools.toml)."""
+    data = tomllib.loads((project / "recipes/go-tools.toml").read_text())
     return {k: str(v) for k, v in data["env"].items()}
 
 

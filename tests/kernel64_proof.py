@@ -45,7 +45,7 @@ def _sha256(path: Path) -> str:
 
 def substitute_source():  # -> tasks.recipe.Source
     """The recipe's Debian source of the substitute version."""
-    from tasks.recipe import parse_recipe
+    from tasks.loader import parse_recipe
 
     recipe, errors = parse_recipe(REPO / "recipes" / "kernel64.toml")
     assert recipe is not None, errors

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.recipe import parse_recipe
+from tasks.loader import parse_recipe
 from tests.conftest import REPO
 
 RECIPE = REPO / "recipes" / "musl-cross-make.toml"
