@@ -266,12 +266,13 @@ def test_guest_run_of_the_chain_needs_nothing_unconfirmed(
 
 def test_guest_list_marks_exactly_the_unconfirmed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """`doit list` shows `[unconfirmed]` on every step the preflight would refuse, and on no
-    other; in the guest plan that is only the Azure Linux tree (pinned by the git issue)."""
+    other; the guest plan has none (the kernel config, musl-cross-make and the Azure Linux
+    tree are pinned)."""
     p = plan(monkeypatch, REPO, "guest")
     marked = {t.name for t in p.tasks() if "[unconfirmed]" in (t.doc or "")}
     refused = {t.name for t in p.tasks() if (t.meta or {}).get("unconfirmed")}
     assert marked == refused
-    assert not marked & {"kernel64", "musl-cross-make"}
+    assert not marked, f"unconfirmed defaults in the guest plan: {sorted(marked)}"
 
 
 # --------------------------------------------------------------------------- the sudo shim
