@@ -38,11 +38,17 @@ def elf_class(path: Path) -> int:
 def test_the_root_is_i386_under_a_64bit_kernel(root: Path) -> None:
     assert elf_class(root / "bin/bash") == 1
     out = root / "root/uname"
+    before = mounts_in(root)
     with rehearsal32.entered(root, REPO) as run:
+        assert len(mounts_in(root)) == len(before) + 5  # proc, sys, dev, dev/pts, the project
         run("uname -m > /root/uname; dpkg --print-architecture >> /root/uname")
     assert out.read_text().split() == ["x86_64", "i386"]
-    mounts = Path("/proc/self/mounts").read_text()
-    assert f" {root}/" not in mounts  # everything unmounted again
+    assert mounts_in(root) == before  # all its own mounts undone (others may be inside too)
+
+
+def mounts_in(root: Path) -> list[str]:
+    lines = Path("/proc/self/mounts").read_text().splitlines()
+    return [ln for ln in lines if ln.split()[1].startswith(f"{root}/")]
 
 
 def test_go_builds_the_toolkit_statfs_line_only_for_amd64(root: Path) -> None:
