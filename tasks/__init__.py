@@ -28,4 +28,13 @@ Every step is a recipe in ``recipes/`` of one *kind*; one module per concept:
 - ``state``     durable doit backend: one JSON file per task, committed per task
 - ``lock``      one writer per project
 - ``report``    progress reporter and per-package logs
+
+The host half (before live-bootstrap's image exists):
+
+- ``preflight`` what the machine has against what the run needs; the sizes later tasks use
+- ``kvmprobe``  does KVM really work (a tiny guest, killed if it hangs)
+- ``lbinputs``  what goes into live-bootstrap's image and the rootfs.py command line
+- ``lbimage``   ``doit lb-image``: rootfs.py run to a finished image, its record and clean
+- ``qemuwrap``  rootfs.py's ``--qemu-cmd``: TCG instead of KVM, serial console to a file
+- ``lbprogress`` live-bootstrap's step names read from the serial console
 """

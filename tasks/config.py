@@ -20,6 +20,8 @@ Every key is optional::
                                   # every platform; false: on none; default: the guest only
     [versions]
     grep = "3.11"                 # pick a version other than the recipe's default
+    [host]                        # the host half's sizes and KVM use: see tasks/preflight.py
+    ram_mib = 8192
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _TYPES: dict[str, type] = {
     "versions": dict,
     "azurelinux_tree": str,
     "azurelinux_stages": bool,
+    "host": dict,
 }
 
 
@@ -66,6 +69,7 @@ class Config:
     versions: dict[str, str] = field(default_factory=dict)
     azurelinux_tree: str | None = None  # None: the platform's default (`dir` in the tree recipe)
     azurelinux_stages: bool | None = None  # None: the toolkit stages exist in the guest only
+    host: dict[str, Any] = field(default_factory=dict)  # checked by tasks.preflight.host_config
 
 
 def load_config(project: Path) -> Config:
@@ -92,6 +96,9 @@ def load_config(project: Path) -> Config:
             raise RecipeError(path, f"versions.{name}", "expected a version string")
     if not all(isinstance(m, str) for m in data.get("mirrors", [])):
         raise RecipeError(path, "mirrors", "expected a list of URLs")
+    from tasks.preflight import host_config
+
+    host_config(data.get("host", {}), path)
     return Config(**data)
 
 

@@ -196,3 +196,19 @@ def archive() -> str:
     except OSError as e:
         pytest.skip(f"Debian's archive cannot be connected to: {e}")
     return uri
+
+
+@pytest.fixture(scope="session")
+def dropbear_tarball(tmp_path_factory: pytest.TempPathFactory, archive: str) -> Path:
+    """The host half's after-step dropbear (``recipes/lb-image.toml``), fetched once
+    from Debian's archive, whose .orig is byte-identical to the upstream release."""
+    import tomllib
+
+    from tasks.download import fetch
+
+    version = tomllib.loads((REPO / "recipes/lb-image.toml").read_text())["dropbear"]
+    recipe = tomllib.loads((REPO / "recipes/dropbear.toml").read_text())
+    src = recipe["versions"][version]["sources"][0]
+    dest = tmp_path_factory.mktemp("dropbear") / src["file"]
+    fetch([f"{archive}/pool/{src['debian']}"], dest, src["sha256"], progress=False)
+    return dest

@@ -156,5 +156,6 @@ def test_the_sandbox_plan_loads_here(monkeypatch: pytest.MonkeyPatch) -> None:
     project = plan(monkeypatch, "sandbox")
     for build in project.builds.values():
         assert build.platform in build.recipe.platforms and build.platform != "guest"
+    assert {b.platform for b in project.builds.values()} == {"sandbox", "host"}
     assert isinstance(project.config, Config)
     assert Path(project.platform.root).is_absolute()

@@ -11,6 +11,8 @@ tree       the Azure Linux tree: a git snapshot made a git repository, with fixe
 stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
 git        a pinned git checkout (commit and tree ids, submodules at their recorded commits)
 distfiles  live-bootstrap's distfiles through the mirror, laid out where rootfs.py reads them
+preflight  the host's figures, KVM and tools against what the run needs; the sizes it picks
+lbimage    live-bootstrap's rootfs.py --qemu to a finished image (the host half)
 ========== ================================================================================
 
 Adding a kind is one new module in this package and one line in ``KINDS`` below. A kind
@@ -57,7 +59,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tasks.kinds import checkpoint, distfiles, git, package, session, stage, tree
+from tasks.kinds import (
+    checkpoint,
+    distfiles,
+    git,
+    lbimage,
+    package,
+    preflight,
+    session,
+    stage,
+    tree,
+)
 
 KINDS: dict[str, ModuleType] = {
     "package": package,
@@ -67,5 +79,7 @@ KINDS: dict[str, ModuleType] = {
     "stage": stage,
     "git": git,
     "distfiles": distfiles,
+    "preflight": preflight,
+    "lbimage": lbimage,
 }
 DEFAULT = "package"
