@@ -12,7 +12,6 @@ not (with the failing step from its log).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -42,11 +41,14 @@ class PackagesResult:
     failed: dict[str, str] = field(default_factory=dict)  # package: the failing step, or why
     target: str = ""
     seconds: float = 0.0
+    doit_error: str = ""  # how the doit run failed, if it did (its log names the package)
 
     def summary(self) -> str:
         lines = [f"{len(self.built)} of {len(self.asked)} built for {self.target}: "]
         lines[0] += " ".join(self.built)
         lines += [f"  not built: {p}: {why}" for p, why in self.failed.items()]
+        if self.doit_error:
+            lines.append(f"  doit: {self.doit_error}")
         return "\n".join(lines)
 
 
@@ -76,7 +78,11 @@ def _doit_wheel(project: Path) -> Path:
     return wheels
 
 
-def build_packages(project: Path, root: Path, names: list[str] | None = None) -> PackagesResult:
+def build_packages(
+    project: Path, root: Path, names: list[str] | None = None, clean: tuple[str, ...] = ()
+) -> PackagesResult:
+    """Build ``names`` (default: DEFAULT) inside; ``clean`` are removed first (``doit
+    clean``), so they are really built again."""
     names = list(names or DEFAULT)
     result = PackagesResult(asked=names)
     inside = _prepare_project(project, root)
@@ -95,9 +101,13 @@ def build_packages(project: Path, root: Path, names: list[str] | None = None) ->
             )
         run(f"gcc -dumpmachine > {PROJECT_INSIDE}/target", log)
         result.target = (inside / "target").read_text().strip()
-        # --continue: a failed package does not stop the others; its failure is read below
-        with contextlib.suppress(RehearsalError):
+        if clean:
+            run(f"cd {PROJECT_INSIDE} && {VENV}/bin/doit clean {' '.join(clean)}", log, env)
+        # --continue: a failed package does not stop the others; each failure is read below
+        try:
             run(f"cd {PROJECT_INSIDE} && {VENV}/bin/doit --continue {' '.join(names)}", log, env)
+        except RehearsalError as e:
+            result.doit_error = str(e)
     result.seconds = time.monotonic() - start
     for name in names:
         if (inside / "cache" / "manifests" / f"{name}.json").is_file():

@@ -68,9 +68,11 @@ def test_recipes_build_for_i686_inside(root: Path) -> None:
     """A small dependency chain of the guest plan built by the project's doit inside."""
     from tasks.rehearsal32_packages import PROJECT_INSIDE, build_packages
 
-    r = build_packages(REPO, root, ["pcre2", "grep", "zstd"])
+    r = build_packages(REPO, root, ["pcre2", "grep", "zstd"], clean=("zstd",))
     print(r.summary())
     assert r.target.startswith("i686-"), r.target
-    assert r.built == ["pcre2", "grep", "zstd"], r.summary()
+    assert r.built == ["pcre2", "grep", "zstd"] and not r.doit_error, r.summary()
+    log = (root.parent / "packages.log").read_text()
+    assert re.search(r"^\.  zstd$", log, re.M), log  # really built again, not found done
     sandbox = root / PROJECT_INSIDE.lstrip("/") / "cache/sandbox/root"
     assert elf_class(sandbox / "usr/bin/grep") == 1
