@@ -535,3 +535,11 @@ def test_go1231_builds_from_source_in_the_sandbox(tmp_path: Path, archive: str) 
 
     # a second run builds nothing
     assert ok(project.doit()).packages_ran() == []
+
+
+def test_list_marks_an_unconfirmed_step() -> None:
+    from tasks.kinds.base import make_task
+
+    marked = make_task("x", None, doc="1.0  a step", meta={"unconfirmed": "1.0: why"})
+    assert marked.doc == "1.0  a step  [unconfirmed]"
+    assert make_task("y", None, doc="1.0  a step").doc == "1.0  a step"
