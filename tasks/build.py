@@ -33,7 +33,6 @@ from tasks.config import Paths
 from tasks.fsutil import MountedError, mounts_under, safe_rmtree
 from tasks.platform import Platform
 from tasks.recipe import Build, expand
-from tasks.unpack import unpack
 
 TAIL_LINES = 20
 SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
@@ -197,6 +196,8 @@ class BuildAction(BaseAction):
                 self._jobs, self._pass_fds = {}, ()
 
     def _unpack(self, build_dir: Path, src: Path) -> None:
+        from tasks.unpack import unpack  # tarfile & co.: not for a run that builds nothing
+
         for source in self.build.version.sources:
             path = (self.paths.mirror / source.file).resolve()
             if source.unpack:

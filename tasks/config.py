@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -104,28 +105,43 @@ def load_config(project: Path) -> Config:
 
 @dataclass(frozen=True)
 class Paths:
-    """Where everything lives, relative to the project (the directory of ``dodo.py``)."""
+    """Where everything lives, relative to the project (the directory of ``dodo.py``).
+    The directories are worked out once (a plan asks for them thousands of times)."""
 
     project: Path
 
-    @property
+    @cached_property
     def recipes(self) -> Path:
         return self.project / "recipes"
 
-    @property
+    @cached_property
     def mirror(self) -> Path:
         return self.project / "mirror"
 
-    @property
+    @cached_property
+    def _mirror_prefix(self) -> str:
+        return f"{self.mirror}/"
+
+    def mirror_file(self, file: str) -> str:
+        """``str(self.mirror / file)``, without a ``Path`` for a plain file name."""
+        if not file or "/" in file or file.startswith("."):
+            return str(self.mirror / file)
+        return self._mirror_prefix + file
+
+    @cached_property
     def cache(self) -> Path:
         return self.project / "cache"
 
-    @property
+    @cached_property
+    def _manifests(self) -> Path:
+        return self.cache / "manifests"
+
+    @cached_property
     def state(self) -> Path:
         """doit state (one file per task), the digest cache and the project lock."""
         return self.cache / "state"
 
-    @property
+    @cached_property
     def logs(self) -> Path:
         return self.cache / "logs"
 
@@ -137,7 +153,7 @@ class Paths:
 
     def manifest(self, pkg: str) -> Path:
         """The package task's target: what its last build installed."""
-        return self.cache / "manifests" / f"{pkg}.json"
+        return self._manifests / f"{pkg}.json"
 
     def installed(self, pkg: str) -> Path:
         """What ROOT holds from the package. Unlike the manifest, ``clean`` keeps it, so the

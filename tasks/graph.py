@@ -31,19 +31,26 @@ def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
 
 def topo_order(edges: Mapping[str, Iterable[str]], key: Callable[[str], Any] = str) -> list[str]:
     """Every node after its dependencies; among nodes free to go, the smallest ``key`` first
-    (e.g. the procedure's step number, then the name), so the order never varies."""
+    (e.g. the procedure's step number, then the name), so the order never varies. ``key``
+    is called once per node."""
     order: list[str] = []
     done: set[str] = set()
+    keys: dict[str, Any] = {}
+
+    def rank(node: str) -> Any:
+        if node not in keys:
+            keys[node] = key(node)
+        return keys[node]
 
     def visit(node: str) -> None:
         if node in done:
             return
         done.add(node)
-        for dep in sorted(edges.get(node, ()), key=key):
+        for dep in sorted(edges.get(node, ()), key=rank):
             visit(dep)
         order.append(node)
 
-    for node in sorted(edges, key=key):
+    for node in sorted(edges, key=rank):
         visit(node)
     return order
 

@@ -20,7 +20,8 @@ every run whatever ``PYTHONHASHSEED`` is.
 
 from __future__ import annotations
 
-import difflib
+import gc
+import hashlib
 import os
 import signal
 import subprocess
@@ -34,11 +35,9 @@ from doit.exceptions import InvalidDodoFile
 from doit.task import Task
 from doit.tools import config_changed
 
-from tasks import checker, recipecache, state
-from tasks.build import stop_all_builds
+from tasks import checker, recipecache, state, uptodate
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
-from tasks.gitpin import offline_missing
 from tasks.graph import critical_first, find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
 from tasks.kinds.base import make_task as _task
@@ -53,6 +52,7 @@ from tasks.recipe import (
     RecipeError,
     RecipeErrors,
     Source,
+    close_match,
     common_fields,
     step_rank,
 )
@@ -75,7 +75,7 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
     kind_name = c.typed(data, "kind", str, "", DEFAULT)
     kind = KINDS.get(kind_name)
     if kind is None:
-        hint = difflib.get_close_matches(kind_name, sorted(KINDS), 1)
+        hint = close_match(kind_name, KINDS)
         c.err(
             "kind",
             f"unknown kind {kind_name!r} (kinds: {', '.join(KINDS)})"
@@ -119,7 +119,7 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
         for over in recipe.platform.values():
             deps |= set(over.get("depends", []))
         for dep in sorted(deps - known):
-            hint = difflib.get_close_matches(dep, sorted(known), 1)
+            hint = close_match(dep, known)
             errors.append(
                 RecipeError(
                     recipe.path,
@@ -153,6 +153,8 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
 
 class Project:
     """A recipe set resolved for this machine: what ``dodo.py`` turns into tasks."""
+
+    collect_after_load = False  # ``setup`` turned the GC off: ``tasks`` turns it on
 
     def __init__(self, project: Path):
         self.paths = Paths(project)
@@ -249,6 +251,15 @@ class Project:
         """Every task of the plan; a mistake only visible in the plan (a stage without its
         tree) stops doit before anything runs, naming file and field."""
         try:
+            yield from self._tasks()
+        finally:
+            if self.collect_after_load:  # see ``setup``: loading is over
+                self.collect_after_load = False
+                gc.freeze()
+                gc.enable()
+
+    def _tasks(self) -> Iterator[Task]:
+        try:
             steps = [
                 t
                 for n in self.order
@@ -315,6 +326,8 @@ class Project:
                 + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
                 "or name a local mirror in azl-bootstrap.toml."
             )
+        from tasks.gitpin import offline_missing  # only offline: its import is not free
+
         absent = [
             f"{n}: {why}"
             for n in sorted(names)
@@ -369,12 +382,13 @@ class Project:
         names = []
         for src, name in sorted(self.sources.values(), key=lambda s: rank.get(s[1], 0)):
             names.append(f"mirror:{src.file}")
+            target = self.paths.mirror_file(src.file)
             yield _task(
                 name=f"mirror:{src.file}",
                 subtask_of="mirror",
                 actions=[(fetch_source, [src, self.paths, self.mirror])],
-                targets=[str(self.paths.mirror / src.file)],
-                uptodate=[Verified(self.paths.mirror / src.file, src.sha256)],
+                targets=[target],
+                uptodate=[Verified(target, src.sha256)],
                 doc=f"fetch and verify {src.file}",
                 meta={"source": src, "package": name},
             )
@@ -386,7 +400,7 @@ class Project:
             name=f"mirror:{SUMS}",
             subtask_of="mirror",
             actions=[(write_sums, [sums_file, sums, self.paths.mirror])],
-            file_dep=[str(self.paths.mirror / f) for f in sums if f not in self.host_only],
+            file_dep=[self.paths.mirror_file(f) for f in sums if f not in self.host_only],
             targets=[str(sums_file)],
             uptodate=[config_changed(sums)],
             doc="mirror/SHA256SUMS for sha256sum -c",
@@ -403,19 +417,44 @@ class Project:
 
     def _graph_task(self) -> Task:
         """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
-        edges = {n: b.depends for n, b in self.builds.items()}
-        labels = {
-            n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in self.builds.items()
-        }
-        dot = to_dot(edges, labels, f"azl-bootstrap ({self.platform.name})")
         dot_file, png = self.paths.cache / "graph.dot", self.paths.cache / "graph.png"
+        graph = _Graph(self)
         return _task(
             name="graph",
-            actions=[(write_graph, [dot_file, png, dot])],
+            actions=[(graph.write, [dot_file, png])],
             targets=[str(dot_file), str(png)],
-            uptodate=[config_changed(dot)],
+            uptodate=[graph],
             doc="draw the dependency graph: cache/graph.dot and cache/graph.png (Graphviz)",
         )
+
+
+class _Graph:
+    """The plan in dot, made only when ``doit graph`` runs (not on every load); uptodate:
+    the dot text is the one drawn last time."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._dot: str | None = None
+
+    def dot(self) -> str:
+        if self._dot is None:
+            builds = self.project.builds
+            edges = {n: b.depends for n, b in builds.items()}
+            labels = {
+                n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in builds.items()
+            }
+            self._dot = to_dot(edges, labels, f"azl-bootstrap ({self.project.platform.name})")
+        return self._dot
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        digest = hashlib.md5(self.dot().encode()).hexdigest()
+        task.value_savers.append(lambda: {"dot": digest})
+        return values.get("dot") == digest
+
+    def write(self, dot_file: Path, png: Path) -> None:
+        write_graph(dot_file, png, self.dot())
 
 
 def write_graph(dot_file: Path, png: Path, dot: str) -> None:
@@ -439,7 +478,9 @@ def write_graph(dot_file: Path, png: Path, dot: str) -> None:
 def _stop(signum: int, frame: Any) -> None:
     """SIGINT/SIGTERM: stop every running build (they run in their own process groups, and
     under ``-n N`` in worker threads), then unwind like Ctrl-C; finished tasks are saved."""
-    stop_all_builds()
+    build = sys.modules.get("tasks.build")  # not imported: no build ever started
+    if build is not None:
+        build.stop_all_builds()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -458,10 +499,20 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
 
     Recipe and config errors become ``InvalidDodoFile``: doit prints every one of them
     (file and field) and exits 3 before anything is written."""
+    # Loading makes tens of thousands of long-lived objects (recipes, the journal, the
+    # tasks); the cyclic GC would scan them over and over (a third of a no-op's CPU). It is
+    # off from here until doit has every task (``Project.tasks`` ends), which then become
+    # permanent (``gc.freeze``): the run's collections only scan what the run makes.
+    gc.disable()
     try:
         proj = Project(project)
     except (RecipeError, RecipeErrors) as e:
+        gc.enable()
         raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
+    except BaseException:
+        gc.enable()
+        raise
+    proj.collect_after_load = True
     checker.use_cache(proj.paths.state / "digests.json")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not when imported by a test run
         signal.signal(signal.SIGTERM, _stop)

@@ -195,7 +195,7 @@ class Verified:
 
     __signature__ = uptodate.SIGNATURE
 
-    def __init__(self, path: Path, sha256: str):
+    def __init__(self, path: str | os.PathLike, sha256: str):
         self.path, self.sha256 = path, sha256
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:

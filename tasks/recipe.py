@@ -33,8 +33,8 @@ nothing on disk.
 
 from __future__ import annotations
 
-import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,14 @@ def bad_variables(value: str, known: frozenset[str] = VARIABLES) -> list[str]:
 # --------------------------------------------------------------------------- validation
 
 
+def close_match(word: str, choices: Iterable[str]) -> list[str]:
+    """The one choice closest to a mistyped ``word`` (for "did you mean"), or ``[]``. Only
+    an error needs it, so ``difflib`` is imported then."""
+    import difflib
+
+    return difflib.get_close_matches(word, sorted(choices), 1)
+
+
 class Checker:
     """Collects the errors of one recipe file, each naming the file and the field; kinds
     with variables of their own (a stage's ``${TREE}``) pass their set."""
@@ -326,7 +334,7 @@ class Checker:
 
     def keys(self, table: dict, allowed: set[str], where: str) -> None:
         for k in sorted(set(table) - allowed):
-            hint = difflib.get_close_matches(k, allowed, 1)
+            hint = close_match(k, allowed)
             self.err(
                 f"{where}{k}", "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )

@@ -8,6 +8,7 @@ test_chain_and_guest.py, the package kind everywhere else.
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,46 @@ def test_every_kind_provides_the_documented_interface() -> None:
             assert list(inspect.signature(getattr(module, func)).parameters) == params, (
                 f"{module.__name__}.{func}"
             )
+
+
+LOAD = """\
+import gc, json, sys
+from pathlib import Path
+from doit.exceptions import InvalidDodoFile
+from tasks.loader import setup
+try:
+    config, project = setup(Path("."))
+except InvalidDodoFile:
+    print(json.dumps({"invalid": True, "gc": gc.isenabled()}))
+    raise SystemExit
+off = not gc.isenabled()
+tasks = list(project.tasks())
+print(json.dumps({"off while loading": off, "gc": gc.isenabled(), "tasks": len(tasks),
+                  "modules": sorted(m for m in sys.modules if m.startswith("tasks."))}))
+"""
+
+
+def test_a_plan_imports_only_its_kinds_and_the_gc_is_on_once_loaded(project: Project) -> None:
+    """A no-op of a package-only recipe set loads no other kind and none of the actions'
+    helpers (unpack, git pins, the toolkit); the GC, off while the plan loads, is on again
+    for the run (a build with it left off would grow without bound)."""
+    project.recipe("a")
+    project.recipe("b", deps=("a",))
+
+    def load() -> dict:
+        r = subprocess.run(
+            [sys.executable, "-c", LOAD], cwd=project.root, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    got = load()
+    assert got["off while loading"] and got["gc"] and got["tasks"] > 2
+    kinds = [m for m in got["modules"] if m.startswith("tasks.kinds.")]
+    assert kinds == ["tasks.kinds.base", "tasks.kinds.package"]
+    assert not {"tasks.unpack", "tasks.gitpin", "tasks.toolkit"} & set(got["modules"])
+    (project.root / "recipes" / "c.toml").write_text('version = "1"\nkind = "pakage"\n')
+    assert load() == {"invalid": True, "gc": True}
 
 
 def test_unknown_kind_is_an_error_with_a_did_you_mean(tmp_path: Path) -> None:

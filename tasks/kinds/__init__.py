@@ -15,7 +15,9 @@ preflight  the host's figures, KVM and tools against what the run needs; the siz
 lbimage    live-bootstrap's rootfs.py --qemu to a finished image (the host half)
 ========== ================================================================================
 
-Adding a kind is one new module in this package and one line in ``KINDS`` below. A kind
+Adding a kind is one new module in this package and its name in ``NAMES`` below. ``KINDS``
+maps each name to its module, imported on first use: a run imports only the kinds its recipe
+set uses (importing ``tasks.kinds`` itself imports none). A kind
 module must provide exactly these (see ``package.py`` for the simplest):
 
 ``KEYS: frozenset[str]``
@@ -57,29 +59,46 @@ loader (``tests/test_kinds.py`` imports each one alone in a fresh interpreter).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from types import ModuleType
 
-from tasks.kinds import (
-    checkpoint,
-    distfiles,
-    git,
-    lbimage,
-    package,
-    preflight,
-    session,
-    stage,
-    tree,
+NAMES = (
+    "package",
+    "checkpoint",
+    "session",
+    "tree",
+    "stage",
+    "git",
+    "distfiles",
+    "preflight",
+    "lbimage",
 )
-
-KINDS: dict[str, ModuleType] = {
-    "package": package,
-    "checkpoint": checkpoint,
-    "session": session,
-    "tree": tree,
-    "stage": stage,
-    "git": git,
-    "distfiles": distfiles,
-    "preflight": preflight,
-    "lbimage": lbimage,
-}
 DEFAULT = "package"
+
+
+class _Kinds(Mapping[str, ModuleType]):
+    """Kind name -> its module ``tasks.kinds.<name>``, imported on first lookup."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, ModuleType] = {}
+
+    def __getitem__(self, name: str) -> ModuleType:
+        module = self._loaded.get(name)
+        if module is None:
+            if name not in NAMES:
+                raise KeyError(name)
+            module = self._loaded[name] = importlib.import_module(f"{__name__}.{name}")
+        return module
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(NAMES)
+
+    def __len__(self) -> int:
+        return len(NAMES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in NAMES
+
+
+KINDS: Mapping[str, ModuleType] = _Kinds()

@@ -48,7 +48,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
     recipe, paths = build.recipe, plan.paths
     file_dep = files_of(recipe)
     if not build.version.unconfirmed:
-        file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
+        file_dep += [paths.mirror_file(s.file) for s in build.version.sources]
     dep_files, order_only = dependency_inputs(plan, build)
     signature = {
         "engine": ENGINE_VERSION,
