@@ -38,4 +38,11 @@ The host half (before live-bootstrap's image exists):
 - ``lbimage``   ``doit lb-image``: rootfs.py run to a finished image, its record and clean
 - ``qemuwrap``  rootfs.py's ``--qemu-cmd``: TCG instead of KVM, serial console to a file
 - ``lbprogress`` live-bootstrap's step names read from the serial console
+
+The 32-bit rehearsal (the guest after the kexec, on any Debian x86_64 machine, as root;
+``python -m tasks.rehearsal32``):
+
+- ``rehearsal32``          the Debian i386 root (debootstrap, cached) and entering it (chroot)
+- ``rehearsal32_go``       go1.23 with GOHOSTARCH=386 in it; the toolkit's Statfs_t line
+- ``rehearsal32_packages`` this project's doit inside, building recipes for i686
 """

@@ -238,11 +238,12 @@ def test_the_real_kexec_step_is_the_seeds(
     assert "kexec" not in plan(monkeypatch, project.root, "sandbox").builds
 
 
-def test_guest_run_of_the_chain_stops_at_the_unconfirmed_kernel(
+def test_guest_run_of_the_chain_needs_nothing_unconfirmed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The real guest plan: the Go chain needs the kexec, which needs kernel64 and
-    musl-cross-make, both unconfirmed: a run of any Go link stops before building anything."""
+    musl-cross-make, both pinned now: a run of any Go link is refused only for sources that
+    are not in the (offline) mirror, never for an unconfirmed step."""
     p = plan(monkeypatch, REPO, "guest")
     tasks = {t.name: t for t in p.tasks()}
     producer = {target: t.name for t in tasks.values() for target in t.targets}
@@ -257,8 +258,20 @@ def test_guest_run_of_the_chain_stops_at_the_unconfirmed_kernel(
     assert {"kexec", "kernel64", "musl-cross-make"} <= names
     problem = p.preflight(tasks, names)
     assert problem and "Nothing was built" in problem
-    assert "kernel64: 6.6.96.2: the seed's kernel version and its kconfig64" in problem
-    assert "musl-cross-make: e5147dde: the seed's musl-cross-make revision" in problem
+    assert "unconfirmed" not in problem
+    assert "gcc-13.3.0.tar.xz (for musl-cross-make): not in mirror" in problem
+    assert "kernel-6.6.96.2.tar.gz (for kernel64): not in mirror" in problem
+
+
+def test_guest_list_marks_exactly_the_unconfirmed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doit list` shows `[unconfirmed]` on every step the preflight would refuse, and on no
+    other; the guest plan has none (the kernel config, musl-cross-make and the Azure Linux
+    tree are pinned)."""
+    p = plan(monkeypatch, REPO, "guest")
+    marked = {t.name for t in p.tasks() if "[unconfirmed]" in (t.doc or "")}
+    refused = {t.name for t in p.tasks() if (t.meta or {}).get("unconfirmed")}
+    assert marked == refused
+    assert not marked, f"unconfirmed defaults in the guest plan: {sorted(marked)}"
 
 
 # --------------------------------------------------------------------------- guest setup steps
@@ -409,3 +422,11 @@ def test_go1231_builds_from_source_in_the_sandbox(tmp_path: Path, archive: str) 
 
     # a second run builds nothing
     assert ok(project.doit()).packages_ran() == []
+
+
+def test_list_marks_an_unconfirmed_step() -> None:
+    from tasks.kinds.base import make_task
+
+    marked = make_task("x", None, doc="1.0  a step", meta={"unconfirmed": "1.0: why"})
+    assert marked.doc == "1.0  a step  [unconfirmed]"
+    assert make_task("y", None, doc="1.0  a step").doc == "1.0  a step"
