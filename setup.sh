@@ -29,18 +29,23 @@ declare -A need=(
   # ncurses' autoreconf-dickey (m4), meson (python3)
   [m4]=m4 [autoreconf]=autoconf [automake]=automake [libtoolize]=libtool [bison]=bison
   [flex]=flex [python3]=python3
+  # the kernel64 proof (tests/test_kernel64.py: kernel build, disk image, TCG boot) and the
+  # 32-bit rehearsal (tasks/rehearsal32.py)
+  [bc]=bc [qemu-system-x86_64]=qemu-system-x86 [mkfs.ext4]=e2fsprogs [sfdisk]=fdisk
+  [debootstrap]=debootstrap
   # the VM and the guest link (tasks/vm.py, tasks/link.py) and their tests' guest and sshd
-  [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [ssh]=openssh-client
-  [sshd]=openssh-server [dropbear]=dropbear-bin [cpio]=cpio [mkfs.ext4]=e2fsprogs
-  [sfdisk]=fdisk [unshare]=util-linux
+  [qemu-img]=qemu-utils [ssh]=openssh-client [sshd]=openssh-server [dropbear]=dropbear-bin
+  [cpio]=cpio [unshare]=util-linux
 )
 missing=()
 for tool in "${!need[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
 done
-# headers the sandbox recipes link against (util-linux's runuser: PAM; rpm: OpenSSL; zlib)
+# headers the sandbox recipes link against (util-linux's runuser: PAM; rpm: OpenSSL; zlib),
+# the kernel's objtool (libelf) and the kernel64 test's 32-bit static /init (gcc -m32)
 for header in security/pam_appl.h:libpam0g-dev openssl/ssl.h:libssl-dev zlib.h:zlib1g-dev \
-              ffi.h:libffi-dev magic.h:libmagic-dev lzma.h:liblzma-dev; do
+              ffi.h:libffi-dev magic.h:libmagic-dev lzma.h:liblzma-dev \
+              gelf.h:libelf-dev gnu/stubs-32.h:gcc-multilib; do
   [ -e "/usr/include/${header%%:*}" ] || [ -e "/usr/include/x86_64-linux-gnu/${header%%:*}" ] ||
     missing+=("${header##*:}")
 done

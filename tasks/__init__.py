@@ -23,6 +23,7 @@ Every step is a recipe in ``recipes/`` of one *kind*; one module per concept:
 - ``build``     the build of one package: unpack, patch, configure, compile, install,
                 manifest, merge into ROOT
 - ``toolkit``   what the tree and stage kinds share: records, bounded-attempt action
+- ``gomodules`` Go modules fetched on the host into a module cache, served offline in the guest
 - ``manifest``  manifests of installed files and the merge of a stage into ROOT
 - ``checker``   xxh3 file_dep checker with a per-run and persistent digest cache
 - ``state``     durable doit backend: one JSON file per task, committed per task
@@ -37,6 +38,13 @@ The host half (before live-bootstrap's image exists):
 - ``lbimage``   ``doit lb-image``: rootfs.py run to a finished image, its record and clean
 - ``qemuwrap``  rootfs.py's ``--qemu-cmd``: TCG instead of KVM, serial console to a file
 - ``lbprogress`` live-bootstrap's step names read from the serial console
+
+The 32-bit rehearsal (the guest after the kexec, on any Debian x86_64 machine, as root;
+``python -m tasks.rehearsal32``):
+
+- ``rehearsal32``          the Debian i386 root (debootstrap, cached) and entering it (chroot)
+- ``rehearsal32_go``       go1.23 with GOHOSTARCH=386 in it; the toolkit's Statfs_t line
+- ``rehearsal32_packages`` this project's doit inside, building recipes for i686
 
 The host's side of the guest (after the image: the VM and the link to it):
 

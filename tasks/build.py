@@ -234,7 +234,8 @@ class BuildAction(BaseAction):
         lifeline_r, lifeline_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, SUPERVISOR, *argv], cwd=cwd, env=env, stdin=lifeline_r,
+                [sys.executable, SUPERVISOR, *argv], cwd=cwd, stdin=lifeline_r,
+                env={**env, "PYTHONCOERCECLOCALE": "0"},  # no LC_CTYPE of its own: supervise.py
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                 pass_fds=self._pass_fds,
             )  # fmt: skip

@@ -11,6 +11,10 @@ With ``AZL_NO_NETWORK=1`` in its environment it first moves itself into a new, e
 namespace (``unshare(CLONE_NEWNET)``: needs root, as in the guest), so the build has no
 network at all, not even loopback: only fetch tasks use the network. If that is not
 possible it refuses (exit 126) rather than build unisolated.
+
+``tasks.build`` starts it with ``PYTHONCOERCECLOCALE=0``, which it removes before running CMD:
+without it, Python started with no locale variables (a toolkit stage's environment has none)
+would export ``LC_CTYPE=C.UTF-8`` to CMD (PEP 538), a variable the caller never set.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def main(argv: list[str]) -> int:
                 "set isolate_network = false in azl-bootstrap.toml\n"
             )
             return 126
+    os.environ.pop("PYTHONCOERCECLOCALE", None)  # ours (see above), not the command's
     try:
         # close_fds=False: the jobserver's pipe (passed by doit) reaches make
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=False)

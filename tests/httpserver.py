@@ -6,7 +6,7 @@ Usage::
         fetch([srv.url("a.tar.gz")], dest, sha)
         assert any(r.range for r in srv.requests)
 
-It listens on 127.0.0.1 on an ephemeral port, serves HEAD and GET with single byte ranges
+It listens on 127.0.0.1 on an ephemeral port (HTTPS with ``tls=<ssl.SSLContext>``), serves HEAD and GET with single byte ranges
 (206 + Content-Range, 416 when out of range) from a dict ``{path: bytes}`` or a directory.
 
 Faults (for every path when given to ``serve``, or per path through ``set_fault``):
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -51,7 +52,12 @@ class Request:
 class Server:
     """The running server; see the module docstring."""
 
-    def __init__(self, files: Mapping[str, bytes] | str | os.PathLike, **faults: Any) -> None:
+    def __init__(
+        self,
+        files: Mapping[str, bytes] | str | os.PathLike,
+        tls: ssl.SSLContext | None = None,
+        **faults: Any,
+    ) -> None:
         self.files = files if isinstance(files, Mapping) else os.fspath(files)
         self.requests: list[Request] = []
         self._defaults = _check(faults)
@@ -61,14 +67,18 @@ class Server:
         self._httpd.daemon_threads = True
         self._httpd.owner = self  # type: ignore[attr-defined]
         self.port: int = self._httpd.server_address[1]
+        self.scheme = "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
 
     def url(self, path: str) -> str:
-        """The http:// URL of ``path`` on this server."""
-        return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(path.lstrip('/'))}"
+        """The http:// (or https://) URL of ``path`` on this server."""
+        return f"{self.scheme}://127.0.0.1:{self.port}/{urllib.parse.quote(path.lstrip('/'))}"
 
     def set_fault(self, path: str, **faults: Any) -> None:
         """Replace the faults of ``path`` (no keywords: serve it without faults)."""
@@ -193,6 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def serve(files: Mapping[str, bytes] | str | os.PathLike, **faults: Any) -> Server:
-    """Start a server for ``files`` (dict or directory) with ``faults`` for every path."""
-    return Server(files, **faults)
+def serve(
+    files: Mapping[str, bytes] | str | os.PathLike, tls: ssl.SSLContext | None = None, **faults: Any
+) -> Server:
+    """Start a server for ``files`` (dict or directory) with ``faults`` for every path; HTTPS
+    with the server context ``tls``."""
+    return Server(files, tls, **faults)

@@ -4,7 +4,7 @@
   go1.23.1 alone in the sandbox); each link is bootstrapped by the previous one's GOROOT.
 - recipes/kexec.toml is a checkpoint: done exactly while the running kernel is x86_64
   (``AZL_MACHINE`` stands in for ``uname -m``); a kexec ends the doit that ran it.
-- recipes/sudo/sudo, the sudo shim over runuser, is run for real.
+- recipes/sudo/sudo (sudo and runuser) is run for real in tests/test_sudo.py.
 - ``-m slow``: go1.23.1 built from source in the sandbox with the machine's Go 1.22
   (tests/run_slow.sh installs it).
 
@@ -33,8 +33,7 @@ SEED_KEXEC = (
     "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0' /boot/vmlinuz"
 )
 GUEST_CHAIN = ["go1.4", "go1.17", "go1.20", "go1.23"]
-SHIM = REPO / "recipes" / "sudo" / "sudo"
-MY_GUEST_STEPS = ["guest-setup", "devpts", "ssh-access", "lfs-user", "sudo", "hosts", "hostname"]
+MY_GUEST_STEPS = ["guest-setup", "ssh-access", "lfs-user", "sudo", "hosts", "devpts", "root-home"]
 
 
 def ok(r: Result) -> Result:
@@ -239,11 +238,12 @@ def test_the_real_kexec_step_is_the_seeds(
     assert "kexec" not in plan(monkeypatch, project.root, "sandbox").builds
 
 
-def test_guest_run_of_the_chain_stops_at_the_unconfirmed_kernel(
+def test_guest_run_of_the_chain_needs_nothing_unconfirmed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The real guest plan: the Go chain needs the kexec, which needs kernel64 and
-    musl-cross-make, both unconfirmed: a run of any Go link stops before building anything."""
+    musl-cross-make, both pinned now: a run of any Go link is refused only for sources that
+    are not in the (offline) mirror, never for an unconfirmed step."""
     p = plan(monkeypatch, REPO, "guest")
     tasks = {t.name: t for t in p.tasks()}
     producer = {target: t.name for t in tasks.values() for target in t.targets}
@@ -258,116 +258,20 @@ def test_guest_run_of_the_chain_stops_at_the_unconfirmed_kernel(
     assert {"kexec", "kernel64", "musl-cross-make"} <= names
     problem = p.preflight(tasks, names)
     assert problem and "Nothing was built" in problem
-    assert "kernel64: 6.6.96.2: the seed's kernel version and its kconfig64" in problem
-    assert "musl-cross-make: e5147dde: the seed's musl-cross-make revision" in problem
+    assert "unconfirmed" not in problem
+    assert "gcc-13.3.0.tar.xz (for musl-cross-make): not in mirror" in problem
+    assert "kernel-6.6.96.2.tar.gz (for kernel64): not in mirror" in problem
 
 
-# --------------------------------------------------------------------------- the sudo shim
-
-
-needs_root_runuser = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin"),
-    reason="the sudo shim switches users with util-linux runuser: needs root and runuser",
-)
-
-
-def sudo(*args: str, env: dict[str, str] | None = None, shim: Path = SHIM):
-    return subprocess.run(
-        [str(shim), *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-@needs_root_runuser
-def test_sudo_keeps_the_environment_for_another_user() -> None:
-    value = "a b $c 'd'"
-    r = sudo("-u", "nobody", "--preserve-env=PATH,FOO", "sh", "-c", 'id -un; echo "$FOO"',
-             env={"FOO": value})  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == f"nobody\n{value}\n"
-    # the toolkit's call: LFS and LFS_TGT survive although only PATH is listed
-    r = sudo("--preserve-env=PATH", "-u", "nobody", "sh", "-c", 'echo "$LFS $LFS_TGT $PATH"',
-             env={"LFS": "/mnt/lfs", "LFS_TGT": "x86_64-lfs-linux-gnu", "PATH": "/opt/x:/usr/bin:/bin"})  # fmt: skip
-    assert r.stdout == "/mnt/lfs x86_64-lfs-linux-gnu /opt/x:/usr/bin:/bin\n", r.stderr
-    # USER, LOGNAME and HOME are the target user's, as sudo and runuser set them
-    r = sudo("-u", "nobody", "sh", "-c", 'echo "$USER $LOGNAME $SUDO_USER"')
-    assert r.stdout == "nobody nobody root\n", r.stderr
-    # -E keeps even those; -uUSER and VAR=value words work; the exit status is the command's
-    r = sudo("-E", "-unobody", "X=1", "sh", "-c", 'echo "$X $HOME"; exit 3', env={"HOME": "/h"})
-    assert (r.returncode, r.stdout) == (3, "1 /h\n"), r.stderr
-
-
-@needs_root_runuser
-def test_plain_sudo_runs_as_root() -> None:
-    assert sudo("true").returncode == 0
-    r = sudo("sh", "-c", 'id -un; echo "$KEEP"', env={"KEEP": "kept"})
-    assert r.stdout == "root\nkept\n", r.stderr
-    assert sudo("-n", "-H", "false").returncode == 1
-
-
-def test_sudo_rejects_what_it_does_not_support() -> None:
-    for args in (["-x", "true"], ["--login", "true"], ["-k", "true"]):
-        r = sudo(*args)
-        assert r.returncode == 1, args
-        assert f"unsupported option '{args[0]}'" in r.stderr, r.stderr
-        assert r.stdout == ""
-    r = sudo()
-    assert r.returncode == 1 and "usage: sudo" in r.stderr
-    r = sudo("-u", "no-such-user-azl", "true")
-    assert r.returncode == 1 and "unknown user 'no-such-user-azl'" in r.stderr
-    r = sudo("--preserve-env=BAD-NAME", "true")
-    assert r.returncode == 1 and "bad variable name 'BAD-NAME'" in r.stderr
-
-
-@needs_root_runuser
-def test_sudo_never_prompts_a_non_root_caller() -> None:
-    runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin")
-    assert runuser
-    r = subprocess.run(
-        [runuser, "-u", "nobody", "--", "sh", str(SHIM), "true"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 1
-    assert "only root can run a command as 'root'" in r.stderr
-
-
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and util-linux setpriv"
-)
-def test_sudo_falls_back_to_setpriv() -> None:
-    """Without PAM util-linux builds no runuser; setpriv does the switch then."""
-    r = sudo("-u", "nobody", "--preserve-env=FOO", "sh", "-c", 'id -un; echo "$FOO $USER $HOME"',
-             env={"FOO": "x y", "SUDO_SHIM_BACKEND": "setpriv"})  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    passwd = Path("/etc/passwd").read_text().splitlines()
-    home = next(ln.split(":")[5] for ln in passwd if ln.startswith("nobody:"))
-    assert r.stdout == f"nobody\nx y nobody {home}\n"
-
-
-def test_sudo_recipe_installs_its_shim_file(tmp_path: Path) -> None:
-    """The shim is a file of the recipe (``files``: editing it rebuilds the package) and is
-    installed from ${FILESDIR} as ${PREFIX}/bin/sudo."""
-    recipe = tomllib.loads((REPO / "recipes" / "sudo.toml").read_text())
-    assert recipe["files"] == ["sudo"]
-    build = tmp_path / "src"
-    build.mkdir()
-    env = {
-        "PATH": os.environ["PATH"],
-        "FILESDIR": str(SHIM.parent),
-        "DESTDIR": str(tmp_path / "stage"),
-        "PREFIX": "/usr",
-    }
-    script = recipe["script"]["install"]
-    r = subprocess.run(["sh", "-e", "-c", script], cwd=build, env=env, capture_output=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    installed = tmp_path / "stage" / "usr" / "bin" / "sudo"
-    assert installed.read_bytes() == SHIM.read_bytes()
-    assert os.access(installed, os.X_OK)
+def test_guest_list_marks_exactly_the_unconfirmed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doit list` shows `[unconfirmed]` on every step the preflight would refuse, and on no
+    other; the guest plan has none (the kernel config, musl-cross-make and the Azure Linux
+    tree are pinned)."""
+    p = plan(monkeypatch, REPO, "guest")
+    marked = {t.name for t in p.tasks() if "[unconfirmed]" in (t.doc or "")}
+    refused = {t.name for t in p.tasks() if (t.meta or {}).get("unconfirmed")}
+    assert marked == refused
+    assert not marked, f"unconfirmed defaults in the guest plan: {sorted(marked)}"
 
 
 # --------------------------------------------------------------------------- guest setup steps
@@ -379,12 +283,12 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
     p = plan(monkeypatch, REPO, "guest")
     expected = {
         "guest-setup": ("V1", []),
-        "devpts": ("V1", []),
         "ssh-access": ("V3", ["dropbear", "guest-setup", "devpts"]),
+        "devpts": ("V1", []),
+        "root-home": ("V4", []),
         "lfs-user": ("V42", ["util-linux"]),
-        "sudo": ("V43", ["util-linux", "lfs-user"]),
-        "hosts": ("V44", ["guest-setup"]),
-        "hostname": ("V44", ["hosts"]),
+        "sudo": ("V43", []),
+        "hosts": ("V44", []),
         "kernel64": ("V36", ["musl-cross-make"]),
         "musl-cross-make": ("V24", []),
         "kexec": ("V37", ["kernel64"]),
@@ -395,21 +299,14 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
         assert build.recipe.platforms == ("guest",), name
     sandbox = plan(monkeypatch, REPO, "sandbox")
     assert not set(expected) & set(sandbox.builds)
-    # the scripts (and the session steps' checks) are valid shell; a package's live-system
-    # actions are post_install only; what a reboot or the kexec undoes is a session step
-    # (tests/test_guest_sessions.py runs their checks and scripts)
+    # live-system actions: post_install of a package, or a session step (redone whenever
+    # its check fails: tests/test_guest_sessions.py); the scripts are valid shell
     for name in MY_GUEST_STEPS:
-        recipe = p.builds[name].recipe
-        texts = dict(recipe.script)
-        if recipe.kind == "session":
-            texts["check"] = recipe.spec.check
-        for phase, text in texts.items():
+        for phase, text in p.builds[name].recipe.script.items():
             r = subprocess.run(["sh", "-n", "-c", text], capture_output=True, text=True)
             assert r.returncode == 0, (name, phase, r.stderr)
     assert "post_install" in p.builds["lfs-user"].recipe.script
-    assert "post_install" not in p.builds["guest-setup"].recipe.script  # files only now
-    assert "post_install" not in p.builds["hosts"].recipe.script
-    for name in ("devpts", "ssh-access", "hostname"):
+    for name in ("devpts", "ssh-access", "hosts", "root-home"):
         assert p.builds[name].recipe.kind == "session", name
     lfs = p.builds["lfs-user"].recipe.script["post_install"]
     assert "grep -q '^lfs:' /etc/group || groupadd lfs" in lfs
@@ -448,21 +345,13 @@ def test_guest_setup_writes_shells_and_the_login_environment(tmp_path: Path) -> 
     assert "/etc/profile.d/*.sh" in (dest / "etc" / "profile").read_text()
 
 
-def test_hosts_resolves_localhost_and_the_host_name(tmp_path: Path) -> None:
-    dest = run_install("hosts", tmp_path)
-    name = (dest / "etc" / "hostname").read_text().strip()
-    assert name and name not in ("(none)", "localhost")
-    hosts = [ln.split() for ln in (dest / "etc" / "hosts").read_text().splitlines()]
-    assert ["127.0.0.1", "localhost"] in hosts
-    assert ["127.0.1.1", name] in hosts
-
-
 def test_dropbear_is_started_in_the_machines_network() -> None:
     """Builds run in an empty network namespace (as root); the daemon is for the machine, so
-    ssh-access opts out (``network = true``, tested in test_engine) and starts it once."""
+    ssh-access opts out (``network = true``, tested in test_engine) and starts it whenever
+    it is not running (a session step: tests/test_guest_sessions.py runs it)."""
     text = tomllib.loads((REPO / "recipes" / "ssh-access.toml").read_text())
-    assert text["network"] is True
-    assert "dropbear -R" in text["script"]["post_install"]
+    assert text["network"] is True and text["kind"] == "session"
+    assert "dropbear -R" in text["script"]["install"]
 
 
 # --------------------------------------------------------------------------- slow: go1.23.1
@@ -533,3 +422,11 @@ def test_go1231_builds_from_source_in_the_sandbox(tmp_path: Path, archive: str) 
 
     # a second run builds nothing
     assert ok(project.doit()).packages_ran() == []
+
+
+def test_list_marks_an_unconfirmed_step() -> None:
+    from tasks.kinds.base import make_task
+
+    marked = make_task("x", None, doc="1.0  a step", meta={"unconfirmed": "1.0: why"})
+    assert marked.doc == "1.0  a step  [unconfirmed]"
+    assert make_task("y", None, doc="1.0  a step").doc == "1.0  a step"

@@ -48,7 +48,10 @@ class SortedSet(set):
 
 def make_task(name: str, actions: list | None, **fields: Any) -> Task:
     """A doit ``Task`` whose file_dep iterates sorted, so ``doit list --deps`` and ``doit
-    info`` print the same on every run whatever ``PYTHONHASHSEED`` is."""
+    info`` print the same on every run whatever ``PYTHONHASHSEED`` is. A task the preflight
+    would refuse (``meta["unconfirmed"]``) says so in ``doit list``: ``[unconfirmed]``."""
+    if (fields.get("meta") or {}).get("unconfirmed"):
+        fields["doc"] = f"{fields.get('doc') or ''}  [unconfirmed]".strip()
     task = Task(name, actions, **fields)
     task.file_dep = SortedSet(task.file_dep)
     return task

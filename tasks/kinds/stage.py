@@ -7,14 +7,21 @@ link); every stage also runs after every package (order only). Targets: ``output
 in the tree); files whose names are not fixed (the ISO, ``outputs_glob``) are recorded with
 their digests in ``cache/stages/<name>.json``, the target, and an uptodate check compares
 them. ``env`` and ``path`` (prepended to PATH) may use the platform's variables and
-``${TREE}`` and ``${GO_BIN}`` (the directory of ``go`` in the go package's manifest; empty
-where the plan has no go package).
+``${TREE}``, ``${GO_BIN}`` (the directory of ``go`` in the go package's manifest; empty
+where the plan has no go package) and ``${GO_MODULES}`` (``mirror/go-modules``). make's
+environment is that and nothing else: PATH (``path``, then live-bootstrap's login PATH,
+``LOGIN_PATH``), HOME, ``env`` (see ``LOGIN_PATH``'s comment: no package-build variable).
+``go_modules = "<module dir>"``: before make, the mirror's Go module cache must serve that
+module offline (tasks/gomodules.py); then GOPROXY=file://..., GOSUMDB=off, GOFLAGS=-mod=mod
+are added; offline without it the attempt stops before make, saying what is missing.
 
 Before every attempt its ``fresh`` paths are removed the safe way: the tree's
 ``toolkit/scripts/safeunmount.sh`` unmounts what is mounted under them, the attempt is refused
 while anything is still mounted under the tree, and the delete never crosses a mount point.
 A failed attempt is retried (``retry.max_attempts``) only when its make output matches a
-retryable pattern (``retry.patterns``); each attempt logs to
+retryable pattern (``retry.patterns``). ``keep``: paths inside ``fresh`` and ``clean`` that
+both leave alone (an earlier stage's output: the final toolchain keeps the raw one); each
+attempt logs to
 ``cache/logs/<name>.<attempt>.log``. ``doit clean <name>`` removes its ``clean`` paths and its
 record, refused in the same way while anything is mounted under the tree. Like the tree,
 stages exist in the guest unless the config's ``azurelinux_stages`` says otherwise.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,7 @@ from typing import Any
 
 from doit.task import Task
 
+from tasks import gomodules
 from tasks.build import StepFailed, clean_paths
 from tasks.config import Config, Paths
 from tasks.fsutil import safe_rmtree
@@ -60,11 +69,19 @@ from tasks.toolkit import (
 
 KEYS = frozenset({
     "make_target", "make_vars", "env", "path", "outputs", "outputs_glob", "fresh", "clean",
-    "retry",
+    "keep", "retry", "go_modules",
 })  # fmt: skip
+# The seed ran the toolkit from live-bootstrap's console shell, which /init starts as
+# `env - PATH=${PREFIX}/bin PS1="\w # " setsid openvt -fec1 -- bash -i`
+# (steps/improve/make_bootable.sh @1296c44b): none of the package builds' variables
+# (PKG_CONFIG_PATH of the i686 libdir, PREFIX, LIBDIR, TARGET, ROOT, SOURCE_DATE_EPOCH, ...)
+# is exported there. A stage's make gets that PATH (with root's sbin directories; in the
+# sandbox its root's bin and sbin first), HOME, and the stage's own env and path: nothing else.
+LOGIN_PATH = ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
 STAGE_VARIABLES = frozenset({"ROOT", "PREFIX", "LIBDIR", "TARGET", "JOBS", "PLATFORM"}) | {
     "TREE",
     "GO_BIN",
+    "GO_MODULES",
 }
 _NO_SOURCES = Version("0", ())
 
@@ -81,6 +98,8 @@ class Stage:
     outputs_glob: str | None
     fresh: tuple[str, ...]
     clean: tuple[str, ...]
+    keep: tuple[str, ...] = ()  # inside fresh/clean paths: survive them (an earlier stage's)
+    go_modules: str = ""  # a Go module directory of the tree, built offline from GO_MODULES
     max_attempts: int = 1
     retry_patterns: tuple[str, ...] = ()
 
@@ -94,6 +113,7 @@ class Stage:
             "path": list(self.path),
             "outputs": list(self.outputs),
             "outputs_glob": self.outputs_glob,
+            "go_modules": self.go_modules,
         }
 
 
@@ -120,6 +140,15 @@ def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, 
                 re.compile(p)
             except re.error as e:
                 c.err(f"retry.patterns[{i}]", f"not a regular expression: {e}")
+        keep = tuple(rel_paths(c, data, "keep", "", "the tree"))
+        removed = [*c.str_list(data, "fresh", "", check_vars=False),
+                   *c.str_list(data, "clean", "", check_vars=False)]  # fmt: skip
+        for i, k in enumerate(keep):
+            if not any(Path(r) in Path(k).parents for r in removed):
+                c.err(f"keep[{i}]", f"{k!r} is inside no fresh or clean path: nothing to keep")
+        go_modules = c.typed(data, "go_modules", str, "", "")
+        if go_modules and (go_modules.startswith("/") or ".." in Path(go_modules).parts):
+            c.err("go_modules", f"must be a directory inside the tree, got {go_modules!r}")
         stage = Stage(
             name=name,
             step=c.typed(data, "step", str, "", ""),
@@ -131,6 +160,8 @@ def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, 
             outputs_glob=out_glob,
             fresh=tuple(rel_paths(c, data, "fresh", "", "the tree")),
             clean=tuple(rel_paths(c, data, "clean", "", "the tree")),
+            keep=keep,
+            go_modules=go_modules,
             max_attempts=max(attempts, 1),
             retry_patterns=tuple(patterns),
         )
@@ -180,9 +211,12 @@ class StageAction(AttemptAction):
         tree: Path,
         go_package: str | None,
         record: Path,
+        offline: bool = False,
     ):
         super().__init__(stage.name, paths, platform, tree)
         self.stage, self.go_package, self.record = stage, go_package, record
+        self.offline = offline
+        self._go_env: dict[str, str] = {}
         self.max_attempts, self.retry_patterns = stage.max_attempts, stage.retry_patterns
 
     def __str__(self) -> str:
@@ -199,22 +233,26 @@ class StageAction(AttemptAction):
         return " ".join(self.command())
 
     def stage_environment(self) -> dict[str, str]:
-        """The packages' environment, the caller's HOME, the stage's env and PATH entries."""
+        """The seed's login environment (``LOGIN_PATH``), HOME, the stage's env and path."""
         variables = {
             **self.platform.variables(),
             "TREE": str(self.tree.absolute()),
             "GO_BIN": go_bin(self.paths, self.platform, self.go_package),
+            "GO_MODULES": str(go_modules_dir(self.paths)),
         }
-        env = self.platform.build_env()
-        if os.environ.get("HOME"):
-            env["HOME"] = os.environ["HOME"]
+        dirs = [expand(p, variables) for p in self.stage.path]
+        if self.platform.root != "/":  # the sandbox: its own programs before the machine's
+            dirs += [f"{self.platform.prefix}/bin", f"{self.platform.prefix}/sbin"]
+        dirs += LOGIN_PATH
+        env = {"PATH": ":".join(dict.fromkeys(d for d in dirs if d)), "HOME": home()}
         env.update({k: expand(v, variables) for k, v in self.stage.env.items()})
-        extra = [expand(p, variables) for p in self.stage.path]
-        env["PATH"] = ":".join([p for p in extra if p] + [env["PATH"]])
+        env.update(self._go_env)
         return env
 
     def _attempt(self, n: int) -> None:
         tree = self.tree.absolute()
+        if self.stage.go_modules:
+            self._step("go modules", lambda: self._go_modules(tree))
         env = self.stage_environment()
         self._note(f"environment: {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}")
         script = tree / SAFEUNMOUNT
@@ -228,12 +266,29 @@ class StageAction(AttemptAction):
         self._refuse_mounted(
             f"delete {', '.join(str(p) for p in fresh)}" if fresh else f"build in {tree}"
         )
-        for path in fresh:
+        kept = [tree / p for p in self.stage.keep]
+        for path in without_kept(fresh, kept):
             self._note(f"remove {path} (fresh for every attempt)")
             self._step("clean", lambda p=path: safe_rmtree(p))
+        for path in kept:
+            if path.exists():
+                self._note(f"keep {path}")
         self._make_from = self._log.tell()
         self._command("make", self.command(), tree / "toolkit", env)
         self._step("outputs", lambda: self._check_outputs(tree))
+
+    def _go_modules(self, tree: Path) -> None:
+        """Before make: the Go modules come from the mirror's module cache (offline, read
+        only) when it holds them; offline without them the stage stops here, saying so."""
+        cache = go_modules_dir(self.paths)
+        why = gomodules.problem(tree / self.stage.go_modules, cache)
+        if why is None:
+            self._note(f"Go modules from {cache} (read only, offline)")
+            self._go_env = gomodules.offline_env(cache)
+        elif self.offline:
+            raise RuntimeError(f"the Go modules are not here and the run is offline: {why}")
+        else:
+            self._note(f"Go modules from the network (the module proxy): {why}")
 
     def _check_outputs(self, tree: Path) -> None:
         missing = [p for p in self.stage.outputs if not (tree / p).exists()]
@@ -247,13 +302,46 @@ class StageAction(AttemptAction):
             write_record(self.record, tree, files)
 
 
+def home() -> str:
+    """HOME for a stage (Go's caches): the caller's, else the running user's from passwd
+    (live-bootstrap's console shell has none)."""
+    return os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+
+
+def go_modules_dir(paths: Paths) -> Path:
+    """The Go module cache that travels with the mirror (tasks/gomodules.py)."""
+    return (paths.mirror / gomodules.DEFAULT_DIR).absolute()
+
+
+def without_kept(paths: list[Path], keep: list[Path]) -> list[Path]:
+    """``paths`` to remove, with every directory that holds a kept path replaced by its other
+    entries (recursively): removing the result leaves the kept paths and their parents."""
+    out: list[Path] = []
+    for path in paths:
+        if path in keep:
+            continue
+        if not any(path in k.parents for k in keep) or not path.is_dir() or path.is_symlink():
+            out.append(path)
+            continue
+        out += without_kept(sorted(path.iterdir()), keep)
+    return out
+
+
 def clean_stage(
-    paths: Paths, tree: Path, name: str, clean: tuple[str, ...], record: Path, dryrun: bool = False
+    paths: Paths,
+    tree: Path,
+    name: str,
+    clean: tuple[str, ...],
+    record: Path,
+    dryrun: bool = False,
+    keep: tuple[str, ...] = (),
 ) -> None:
-    """``doit clean <stage>``: remove the stage's outputs, so the next run makes them again;
-    refused while anything is mounted under the tree (the toolkit bind-mounts the host's
-    /dev under build/toolchain: unmount with its toolkit/scripts/safeunmount.sh)."""
-    clean_paths(paths, name, [tree / p for p in clean] + [record], dryrun, mount_root=tree)
+    """``doit clean <stage>``: remove the stage's outputs (not its ``keep`` paths, an earlier
+    stage's), so the next run makes them again; refused while anything is mounted under the
+    tree (the toolkit bind-mounts the host's /dev under build/toolchain: unmount with its
+    toolkit/scripts/safeunmount.sh)."""
+    targets = without_kept([tree / p for p in clean], [tree / p for p in keep])
+    clean_paths(paths, name, targets + [record], dryrun, mount_root=tree)
 
 
 def tasks(plan: Plan, build: Build) -> list[Task]:
@@ -273,11 +361,23 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
     return [
         make_task(
             name=build.name,
-            actions=[StageAction(stage, paths, platform, tree, go.name if go else None, record)],
+            actions=[
+                StageAction(
+                    stage,
+                    paths,
+                    platform,
+                    tree,
+                    go.name if go else None,
+                    record,
+                    offline=plan.mirror.offline,
+                )
+            ],
             file_dep=file_dep,
             targets=_outputs(stage, tree, paths),
             uptodate=uptodate,
-            clean=[(clean_stage, [paths, tree, stage.name, stage.clean, record])],
+            clean=[
+                (clean_stage, [paths, tree, stage.name, stage.clean, record], {"keep": stage.keep})
+            ],
             # order only: every package before every stage
             task_dep=order_only + [p for p in packages if p not in build.depends],
             doc=f"{stage.step}  {build.recipe.description}: make {stage.make_target}".strip(),

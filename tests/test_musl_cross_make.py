@@ -1,0 +1,95 @@
+"""recipes/musl-cross-make's pins, checked against their second source: the snapshot's sha256
+is that of `git archive | gzip -n` of the pinned commit, every sha1 the prepare script checks
+is musl-cross-make's own hashes/ file at that commit, and the tarballs Debian ships
+byte-identical are fetched and match both the recipe's sha256 and musl-cross-make's sha1.
+
+The pinned repository comes from AZL_GIT_MIRRORS (colon-separated directories holding
+<owner>+<name>/repo) or a `.mirror` directory above the checkout; the test skips without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks.loader import parse_recipe
+from tests.conftest import REPO
+
+RECIPE = REPO / "recipes" / "musl-cross-make.toml"
+
+
+def git_mirror(name: str) -> Path | None:
+    """The bare repository of ``owner+name`` from AZL_GIT_MIRRORS or a parent's .mirror."""
+    dirs = [Path(d) for d in os.environ.get("AZL_GIT_MIRRORS", "").split(":") if d]
+    dirs += [p / ".mirror" for p in REPO.parents]
+    for d in dirs:
+        repo = d / name / "repo"
+        if (repo / "HEAD").is_file() or (repo / "objects").is_dir():
+            return repo
+    return None
+
+
+def version():
+    recipe, errors = parse_recipe(RECIPE)
+    assert recipe is not None, errors
+    return recipe.for_platform("guest").version
+
+
+@pytest.fixture(scope="module")
+def mcm() -> Path:
+    repo = git_mirror("richfelker+musl-cross-make")
+    if repo is None:
+        pytest.skip("no local mirror of richfelker/musl-cross-make (AZL_GIT_MIRRORS)")
+    return repo
+
+
+def git(repo: Path, *args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout
+
+
+def test_snapshot_sha256_is_the_pinned_commit(mcm: Path) -> None:
+    snap = next(s for s in version().sources if s.git)
+    tar = git(mcm, "archive", "--format=tar", f"--prefix={snap.git_prefix()}/", snap.ref or "")
+    gz = subprocess.run(["gzip", "-n"], input=tar, capture_output=True, check=True).stdout
+    assert hashlib.sha256(gz).hexdigest() == snap.sha256
+
+
+def test_config_versions_have_pinned_sources_and_its_sha1s(mcm: Path) -> None:
+    """config.mak names exactly the pinned tarballs, and every file prepare checks with sha1
+    has that hash file at the pinned commit."""
+    v = version()
+    ref = next(s.ref for s in v.sources if s.git)
+    prepare = RECIPE.read_text()
+    files = {s.file for s in v.sources if not s.git}
+    mak = dict(re.findall(r"^(\w+)_VER = ?(\S*)$", prepare, re.M))
+    assert mak.pop("LINUX") == ""  # no kernel headers
+    named = {f"{k.lower()}-{ver}" for k, ver in mak.items()}
+    assert {f.rsplit(".tar", 1)[0] for f in files} == named
+    checked = re.search(r"^for f in (.*); do$", prepare, re.M)
+    assert checked
+    for f in checked.group(1).split():
+        assert f in files
+        line = git(mcm, "show", f"{ref}:hashes/{f}.sha1").decode()
+        assert line.split()[1] == f
+
+
+@pytest.mark.network
+def test_debian_copies_are_byte_identical_to_upstream(mcm: Path, archive: str, tmp_path: Path):
+    """Fetched from Debian's archive, each file with a `debian` path has the recipe's sha256
+    and musl-cross-make's sha1: two independent sources, one file."""
+    from tasks.download import fetch
+
+    v = version()
+    ref = next(s.ref for s in v.sources if s.git)
+    debian = [s for s in v.sources if s.debian]
+    assert len(debian) >= 3
+    for s in debian:
+        dest = tmp_path / s.file
+        fetch([f"{archive}/pool/{s.debian}"], dest, s.sha256, progress=False)
+        sha1 = git(mcm, "show", f"{ref}:hashes/{s.file}.sha1").decode().split()[0]
+        assert hashlib.sha1(dest.read_bytes()).hexdigest() == sha1, s.file
