@@ -271,15 +271,16 @@ def clean_paths(
     targets: list[Path],
     dryrun: bool = False,
     mount_root: Path | None = None,
-) -> None:
+) -> list[Path]:
     """What every ``doit clean`` does: under ``--dry-run`` print the targets; else take the
-    project lock and delete them, never across a mount point. Refused with one line and a
-    non-zero exit (doit itself would print a traceback and exit 0) while another doit works
-    in the project or, with ``mount_root``, while anything is mounted under it."""
+    project lock and delete them, never across a mount point; return those that existed.
+    Refused with one line and a non-zero exit (doit itself would print a traceback and exit
+    0) while another doit works in the project or, with ``mount_root``, while anything is
+    mounted under it."""
     if dryrun:
         for t in targets:
             print(f"would remove {t}")
-        return
+        return []
     try:
         lock.acquire(paths.state)
         mounted = mounts_under(mount_root) if mount_root else []
@@ -289,16 +290,34 @@ def clean_paths(
                 "Nothing was deleted; "
                 "unmount them, then run again."
             )
+        removed = [t for t in targets if os.path.lexists(t)]
         for t in targets:
             safe_rmtree(t)
     except (lock.LockedError, MountedError) as e:
         raise SystemExit(f"doit clean {name}: {e}") from None
+    return removed
 
 
 def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
     """``doit clean PKG``: remove the build tree, the stage and the manifest (never the
     mirror), so the next run rebuilds the package. Files it merged into ROOT stay until
-    that rebuild replaces them (``cache/installed/PKG.json`` remembers them)."""
-    clean_paths(
-        paths, name, [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)], dryrun
-    )
+    that rebuild replaces them (``cache/installed/PKG.json`` remembers them). Says so."""
+    targets = [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)]
+    removed = clean_paths(paths, name, targets, dryrun)
+    if dryrun:
+        return
+    what = ", ".join(_shown(p, paths) for p in removed) or "nothing (it was not built)"
+    print(f"{name}: removed {what}")
+    if paths.installed(name).exists():
+        print(
+            f"  the files {name} installed stay in the root until its next build replaces "
+            f"them ({_shown(paths.installed(name), paths)} lists them); the next doit rebuilds it"
+        )
+
+
+def _shown(path: Path, paths: Paths) -> str:
+    """``path`` relative to the project when it is inside it."""
+    try:
+        return str(Path(path).relative_to(paths.project))
+    except ValueError:
+        return str(path)
