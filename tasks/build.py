@@ -28,7 +28,7 @@ from typing import IO, Any
 from doit.action import BaseAction
 from doit.exceptions import TaskError, TaskFailed
 
-from tasks import buildsys, lock, manifest
+from tasks import adopt, buildsys, faultpoint, lock, manifest
 from tasks.config import Paths
 from tasks.fsutil import MountedError, mounts_under, safe_rmtree
 from tasks.platform import Platform
@@ -116,6 +116,14 @@ class BuildAction(BaseAction):
             )
         lock.acquire(self.paths.state)
         build_dir, stage, log_path = self._dirs()
+        if not self.checkpoint and adopt.adoptable(self.build, self.platform, self.paths):
+            with open(log_path, "a") as log:
+                log.write(
+                    f"azl-bootstrap: {time.strftime('%Y-%m-%d %H:%M:%S')} the build above had "
+                    "finished (manifest and ROOT complete, same inputs) but its state was "
+                    "never saved: adopted, not rebuilt\n"
+                )
+            return None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if log_path.exists():
             os.replace(log_path, log_path.with_name(log_path.name + ".1"))
@@ -143,6 +151,7 @@ class BuildAction(BaseAction):
         stage.mkdir(parents=True)
 
         self._step("unpack", lambda: self._unpack(build_dir, src))
+        faultpoint.reached("unpacked", b.name)
         for patch in b.recipe.patch_paths():
             cmd = [
                 "patch",
@@ -163,8 +172,11 @@ class BuildAction(BaseAction):
             old = manifest.read(installed)
             self._note(f"merging {len(entries)} entries into {self.platform.root}")
             manifest.merge(stage, self.platform.root, entries, old)
-            manifest.write(installed, b.name, b.version.version, entries)
+            faultpoint.reached("merged", b.name)
+            key = adopt.inputs_key(b, self.platform, self.paths)
+            manifest.write(installed, b.name, b.version.version, entries, inputs=key)
             manifest.write(self.paths.manifest(b.name), b.name, b.version.version, entries)
+            faultpoint.reached("manifest-written", b.name)
 
         if not self.checkpoint:
             self._step("manifest", record)

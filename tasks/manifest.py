@@ -73,15 +73,27 @@ def scan_stage(stage: Path, root: str) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def dumps(package: str, version: str, entries: dict[str, dict[str, Any]]) -> bytes:
-    doc = {"package": package, "version": version, "files": entries}
+def dumps(
+    package: str, version: str, entries: dict[str, dict[str, Any]], inputs: str | None = None
+) -> bytes:
+    doc: dict[str, Any] = {"package": package, "version": version, "files": entries}
+    if inputs is not None:
+        doc["inputs"] = inputs
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def write(path: Path, package: str, version: str, entries: dict[str, dict[str, Any]]) -> None:
-    """Write the manifest atomically; it is the package task's target, its commit point."""
+def write(
+    path: Path,
+    package: str,
+    version: str,
+    entries: dict[str, dict[str, Any]],
+    inputs: str | None = None,
+) -> None:
+    """Write the manifest atomically; it is the package task's target, its commit point.
+    ``inputs`` (the installed record only, ``tasks.adopt``) is the key of the build's inputs;
+    the manifest itself never holds it, so equal output keeps dependents up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, dumps(package, version, entries))
+    atomic_write(path, dumps(package, version, entries, inputs))
 
 
 def read(path: Path) -> dict[str, dict[str, Any]]:
