@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
-
-from doit.dependency import DatabaseException
 
 from tasks import lock
 from tasks.fsutil import atomic_write
@@ -53,11 +52,12 @@ class TaskStateDB:
                     self._cache[task_id] = self.codec.decode(f.read())
             except FileNotFoundError:
                 self._cache[task_id] = {}
-            except ValueError as e:
-                raise DatabaseException(
-                    f"damaged state file {self._file(task_id)} ({e}); delete it and that task "
-                    "will simply run again"
-                ) from None
+            except (ValueError, UnicodeDecodeError) as e:  # truncated or garbage: not trusted
+                sys.stderr.write(
+                    f"azl-bootstrap: damaged state file {self._file(task_id)} ({e}): ignored, "
+                    f"{task_id} is checked again as if it had never run\n"
+                )
+                self._cache[task_id] = {}
         return self._cache[task_id]
 
     def get(self, task_id: str, dependency: str) -> Any:

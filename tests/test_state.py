@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from doit.dependency import DatabaseException, Dependency, JSONCodec
+from doit.dependency import Dependency, JSONCodec
 from doit.task import Task
 
 from tasks import checker, lock
@@ -140,16 +140,18 @@ def test_remove_all(state_dir: Path) -> None:
     assert db.task_ids() == ["c"]
 
 
-@pytest.mark.parametrize("content", ["{not json", "", '{"deps:": ['])
-def test_damaged_file_raises_database_exception_naming_it(state_dir: Path, content: str) -> None:
+@pytest.mark.parametrize("content", ["{not json", "", '{"deps:": [', "\x00\xff garbage"])
+def test_damaged_file_is_ignored_with_a_line_naming_it(
+    state_dir: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     new_db(state_dir).set("pkg", "deps:", [])
     path = state_dir / "tasks" / "pkg.json"
-    path.write_text(content)
-    with pytest.raises(DatabaseException) as ei:
-        new_db(state_dir).get("pkg", "deps:")
-    assert str(path) in str(ei.value) and "delete it" in str(ei.value)
-    with pytest.raises(DatabaseException):
-        new_db(state_dir).in_("pkg")
+    path.write_text(content, errors="surrogateescape")
+    db = new_db(state_dir)
+    assert db.get("pkg", "deps:") is None  # never trusted: the task is checked as new
+    assert not db.in_("pkg")
+    err = capsys.readouterr().err
+    assert f"damaged state file {path}" in err and "as if it had never run" in err
 
 
 def test_readers_do_not_take_the_lock_or_write(state_dir: Path) -> None:
