@@ -252,7 +252,7 @@ def _download(
             r = session.get(url, headers=headers, stream=True, timeout=timeout)
         except requests.RequestException as e:  # the session's Retry already retried this
             if not answered:  # never reached: let the next URL have its turn
-                raise _UrlFailed(f"cannot connect: {type(e).__name__}: {e}") from e
+                raise _UrlFailed(f"cannot connect: {_unreachable(e)}") from e
             last, idle = f"connection failed ({type(e).__name__})", idle + 1
             seen["connection failed"] += 1
             continue
@@ -277,6 +277,22 @@ def _download(
 
 
 _BUSY = frozenset({429, 500, 502, 503, 504})
+
+
+def _unreachable(e: Exception) -> str:
+    """Why a server could not be reached, in a few words."""
+    text = str(e)
+    for marker, words in (
+        ("NameResolutionError", "its host name does not resolve"),
+        ("Connection refused", "connection refused"),
+        ("Network is unreachable", "network unreachable"),
+        ("No route to host", "no route to host"),
+    ):
+        if marker in text:
+            return words
+    if isinstance(e, requests.Timeout):
+        return "connect timed out"
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def _why(e: Exception) -> str:

@@ -9,6 +9,7 @@ byte-identical manifest and the packages that depend on it stay up to date (earl
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -124,11 +125,20 @@ def merge(
         tmp = dst.with_name(f".{dst.name}.azl-new")
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
-        if e["type"] == "link":
-            os.symlink(e["target"], tmp)
-        else:
-            shutil.copyfile(src, tmp, follow_symlinks=False)
-            os.chmod(tmp, int(e["mode"], 8))
+        try:
+            if e["type"] == "link":
+                os.symlink(e["target"], tmp)
+            else:
+                shutil.copyfile(src, tmp, follow_symlinks=False)
+                os.chmod(tmp, int(e["mode"], 8))
+        except OSError as err:  # a full disk: no half-copied file stays behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if err.errno == errno.ENOSPC:
+                raise StageError(
+                    f"no space left on the device of {root} to install {rel}"
+                ) from None
+            raise
         os.replace(tmp, dst)
     for rel in sorted(set(old) - set(entries), reverse=True):  # children before parents
         dst = Path(root, rel)
