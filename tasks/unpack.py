@@ -141,6 +141,7 @@ def _relname(archive: str, name: str, strip: int) -> str | None:
 # Real source tarballs expand 3 to 15 times.
 BOMB_RATIO = 100
 BOMB_FLOOR = 256 << 20
+MAX_MEMBERS = 1_000_000  # the Linux kernel has under 100 000
 
 
 class _Budget:
@@ -178,7 +179,9 @@ def unpack(
         budget: Any = _Budget(raw, archive, limit)
         with _open_tar(archive, budget) as tar:
             try:
-                for member in tar:
+                for count, member in enumerate(tar, 1):
+                    if count > MAX_MEMBERS:
+                        raise UnsafeArchive(f"{archive}: more than {MAX_MEMBERS} members")
                     ex.extract(tar, member)
             except _READ_ERRORS as e:
                 raise UnpackError(f"{archive}: corrupt or truncated archive ({e})") from e
