@@ -1,0 +1,117 @@
+"""``doit verify`` / ``doit verify:PKG``: is the installed build reproducible?
+
+live-bootstrap checks its packages against ``SHA256SUMS.pkgs``; here the reference is the
+package's own manifest. ``verify:PKG`` builds the package again from the same recipe, sources
+and ROOT, in a fresh tree of its own (``cache/verify/PKG/``: build tree, stage and log),
+scans that stage as a build would, and compares the result with the installed manifest. It
+never touches ROOT, the manifest or the package's state; the tree is removed afterwards (the
+log stays). It fails listing every file that differs (content, mode, type, link target, only
+in one of the two). The package is built first if it is not yet.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from doit.exceptions import TaskError, TaskFailed
+
+from tasks import manifest
+from tasks.build import BuildAction
+from tasks.fsutil import safe_rmtree
+
+
+def differences(
+    installed: dict[str, dict[str, Any]], rebuilt: dict[str, dict[str, Any]]
+) -> list[str]:
+    """One line per path whose entry differs between two manifests' file lists."""
+    out = []
+    for rel in sorted(installed.keys() | rebuilt.keys()):
+        a, b = installed.get(rel), rebuilt.get(rel)
+        if a == b:
+            continue
+        if a is None:
+            out.append(f"{rel}: only in the rebuild")
+        elif b is None:
+            out.append(f"{rel}: only in the installed package")
+        else:
+            what = ", ".join(
+                f"{k} {a.get(k)} -> {b.get(k)}"
+                for k in sorted(a.keys() | b.keys())
+                if a.get(k) != b.get(k)
+            )
+            out.append(f"{rel}: {what}")
+    return out
+
+
+class VerifyAction(BuildAction):
+    """A ``BuildAction`` into ``cache/verify/PKG/`` that stops before the merge and compares."""
+
+    def __init__(self, action: BuildAction):
+        super().__init__(
+            action.build,
+            action.platform,
+            action.paths,
+            keep_build=False,
+            checkpoint=True,  # no merge, no manifest, no adoption
+            isolate_network=action.isolate_network,
+        )
+
+    def __str__(self) -> str:
+        return f"verify {self.build.name} {self.build.version.version} ({self.platform.name})"
+
+    def _dirs(self) -> tuple[Path, Path, Path]:
+        top = (self.paths.cache / "verify" / self.build.name).resolve()
+        return top / "build", top / "stage", top / f"{self.build.name}.log"
+
+    def execute(
+        self, out: IO[str] | None = None, err: IO[str] | None = None
+    ) -> TaskFailed | TaskError | None:
+        name = self.build.name
+        installed = self.paths.manifest(name)
+        if not installed.exists():
+            return TaskFailed(f"verify {name}: {installed} is missing: build {name} first")
+        build_dir, stage, log = self._dirs()
+        failed = super().execute(out, err)
+        try:
+            if failed is not None:
+                return failed
+            try:
+                rebuilt = manifest.scan_stage(stage, self.platform.root)
+            except manifest.StageError as e:
+                return TaskFailed(f"verify {name}: {e}")
+            diff = differences(manifest.read(installed), rebuilt)
+        finally:
+            safe_rmtree(build_dir)
+            safe_rmtree(stage)
+        if diff:
+            shown = "\n".join(f"  {d}" for d in diff)
+            return TaskFailed(
+                f"verify {name}: not reproducible, {len(diff)} of {len(rebuilt)} entries differ "
+                f"from {installed} (log: {log}):\n{shown}"
+            )
+        sys.stderr.write(
+            f"verify {name}: reproducible ({len(rebuilt)} entries equal the installed manifest)\n"
+        )
+        return None
+
+
+def verify_tasks(project: Any) -> list[dict[str, Any]]:
+    """``verify:PKG`` for every package of ``project`` (a ``tasks.loader.Project``) that is
+    built with a build action (doit subtasks of the function ``task_verify`` in ``dodo.py``)."""
+    out = []
+    for task in (t for t in project.tasks() if t.name in project.builds):
+        action = next((a for a in task.actions if isinstance(a, BuildAction)), None)
+        if action is None or action.checkpoint or (task.meta or {}).get("unconfirmed"):
+            continue
+        out.append(
+            {
+                "name": task.name,
+                "actions": [VerifyAction(action)],
+                "task_dep": [task.name],
+                "uptodate": [False],
+                "doc": f"rebuild {task.name} apart and compare with its installed manifest",
+            }
+        )
+    return out
