@@ -312,3 +312,33 @@ def test_disk_full_during_download(project: Project, small_disk) -> None:
         small_disk.grow(project.root / "mirror")
         ok(project.doit("mirror"))
     assert (project.root / "mirror" / src.file).read_bytes() == src.data
+
+
+# --------------------------------------------------------------------------- kill storms (opt-in)
+
+
+@pytest.mark.faults
+@pytest.mark.network
+def test_kill_storm_over_the_real_chain(tmp_path: Path, archive: str) -> None:
+    """A short storm (``tests/bench_faults.py`` runs the long one): SIGTERM and SIGINT under
+    -n 2, SIGKILL at random times, log lines and engine points of pcre2 -> grep; then one run
+    to the end equals a clean build, and no finished package was built twice."""
+    import json
+    import random
+
+    from tests.bench_faults import CHAIN, Row, finish, plan, storm
+    from tests.conftest import real_project
+
+    clean = real_project(tmp_path / "clean", *CHAIN)
+    ok(clean.doit(timeout=3600))
+    project = real_project(tmp_path / "storm", *CHAIN)
+    project.config(
+        f'platform = "sandbox"\njobs = 2\nmirrors = [{json.dumps(str(clean.root / "mirror"))}]\n'
+    )
+    rows: dict = {}
+    storm(project, rows, plan(kills=6, terms=2), random.Random(int(os.environ.get("SEED", "1"))))
+    final = Row("final")
+    finish(project, clean, final)
+    for row in rows.values():
+        assert (row.survived, row.work_lost) == (row.tries, 0), row
+    assert final.bad_files == 0, final.notes
