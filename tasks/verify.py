@@ -19,7 +19,10 @@ from doit.exceptions import TaskError, TaskFailed
 
 from tasks import manifest
 from tasks.build import BuildAction
+from tasks.config import Paths
 from tasks.fsutil import safe_rmtree
+from tasks.platform import Platform
+from tasks.recipe import Build
 
 
 def differences(
@@ -48,14 +51,14 @@ def differences(
 class VerifyAction(BuildAction):
     """A ``BuildAction`` into ``cache/verify/PKG/`` that stops before the merge and compares."""
 
-    def __init__(self, action: BuildAction):
+    def __init__(self, build: Build, platform: Platform, paths: Paths, isolate_network: bool):
         super().__init__(
-            action.build,
-            action.platform,
-            action.paths,
+            build,
+            platform,
+            paths,
             keep_build=False,
             checkpoint=True,  # no merge, no manifest, no adoption
-            isolate_network=action.isolate_network,
+            isolate_network=isolate_network,
         )
 
     def __str__(self) -> str:
@@ -98,20 +101,21 @@ class VerifyAction(BuildAction):
 
 
 def verify_tasks(project: Any) -> list[dict[str, Any]]:
-    """``verify:PKG`` for every package of ``project`` (a ``tasks.loader.Project``) that is
-    built with a build action (doit subtasks of the function ``task_verify`` in ``dodo.py``)."""
+    """``verify:PKG`` for every package of ``project`` (a ``tasks.loader.Project``) that has a
+    build (doit subtasks of the function ``task_verify`` in ``dodo.py``)."""
     out = []
-    for task in (t for t in project.tasks() if t.name in project.builds):
-        action = next((a for a in task.actions if isinstance(a, BuildAction)), None)
-        if action is None or action.checkpoint or (task.meta or {}).get("unconfirmed"):
+    for name in project.order:
+        build = project.builds[name]
+        if build.recipe.running_machine or build.version.unconfirmed:
             continue
+        action = VerifyAction(build, project.platform, project.paths, project.isolate)
         out.append(
             {
-                "name": task.name,
-                "actions": [VerifyAction(action)],
-                "task_dep": [task.name],
+                "name": name,
+                "actions": [action],
+                "task_dep": [name],
                 "uptodate": [False],
-                "doc": f"rebuild {task.name} apart and compare with its installed manifest",
+                "doc": f"rebuild {name} apart and compare with its installed manifest",
             }
         )
     return out
