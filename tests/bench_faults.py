@@ -259,6 +259,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/azl-faults"))
     ap.add_argument("--skip-quick", action="store_true", help="only the kill/term storms")
     args = ap.parse_args()
+    # a script started in the background (`cmd &`) inherits SIGINT ignored, and so would
+    # every doit it starts (Python keeps an ignored SIGINT ignored): restore the default
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
