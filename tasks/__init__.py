@@ -1,20 +1,27 @@
 """azl-bootstrap: the engine that turns recipes into doit tasks.
 
-One module per concept:
+Every step is a recipe in ``recipes/`` of one *kind*; one module per concept:
 
-- ``recipe``    recipe schema, loading and validation (``RecipeError`` names file and field)
+- ``recipe``    the recipe model and the shared checks (``Checker``, ``RecipeError`` names
+                file and field); the keys every recipe has and the package keys
+- ``loader``    the one loader: recipe files -> validated recipes (``load_recipes``) -> this
+                machine's plan (``Project``) -> doit tasks (what ``dodo.py`` calls)
+- ``kinds``     one module per kind of recipe (package, checkpoint, session, tree, stage)
+                and the registry; ``kinds/__init__.py`` says what a kind module provides
 - ``graph``     dependency resolution, cycles, topological order
 - ``config``    the optional project config file ``azl-bootstrap.toml``
-- ``platform``  where the build runs (sandbox or guest) and its variables
+- ``platform``  where the build runs (sandbox, guest; host steps off the guest) and its
+                variables
 - ``download``  verified, resumable downloads into the mirror
+- ``mirror``    fetch tasks' action: mirrors, URLs, Debian's pool, git snapshots
 - ``unpack``    safe tar extraction (members cannot escape their directory)
 - ``buildsys``  build-system templates (autotools, meson, cmake, make, script)
 - ``build``     the build of one package: unpack, patch, configure, compile, install,
                 manifest, merge into ROOT
+- ``toolkit``   what the tree and stage kinds share: records, bounded-attempt action
 - ``manifest``  manifests of installed files and the merge of a stage into ROOT
 - ``checker``   xxh3 file_dep checker with a per-run and persistent digest cache
 - ``state``     durable doit backend: one JSON file per task, committed per task
 - ``lock``      one writer per project
 - ``report``    progress reporter and per-package logs
-- ``loader``    recipes -> doit task dicts (what ``dodo.py`` calls)
 """

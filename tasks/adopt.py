@@ -37,7 +37,7 @@ def input_files(build: Build, paths: Paths) -> list[Path]:
 
 def inputs_key(build: Build, platform: Platform, paths: Paths) -> str:
     """sha256 of everything that decides what the build makes (see the module docstring)."""
-    from tasks.loader import ENGINE_VERSION  # local: the loader imports the build
+    from tasks.kinds.base import ENGINE_VERSION  # local: the kinds import the build
 
     digests: dict[str, str | None] = {}
     for path in input_files(build, paths):

@@ -15,7 +15,7 @@ Every key is optional::
                                   # mirror/ and file:// mirrors are used
     isolate_network = true        # builds run in an empty network namespace (default: as root)
     azurelinux_tree = "/root/azurelinux"   # the Azure Linux tree of the toolkit stages;
-                                  # default: recipes/azurelinux/stages.toml, per platform
+                                  # default: `dir` in recipes/azurelinux.toml, per platform
     azurelinux_stages = true      # the toolkit stages (go-tools, toolchain, iso) exist on
                                   # every platform; false: on none; default: the guest only
     [versions]
@@ -64,7 +64,7 @@ class Config:
     offline: bool | None = None  # None: on in the guest, off elsewhere
     isolate_network: bool | None = None  # None: on when running as root
     versions: dict[str, str] = field(default_factory=dict)
-    azurelinux_tree: str | None = None  # None: the platform's default in stages.toml
+    azurelinux_tree: str | None = None  # None: the platform's default (`dir` in the tree recipe)
     azurelinux_stages: bool | None = None  # None: the toolkit stages exist in the guest only
 
 

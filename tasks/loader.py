@@ -1,24 +1,31 @@
-"""Recipes -> doit tasks. ``dodo.py`` calls ``setup`` and nothing else.
+"""The one loader: recipe files -> validated recipes -> this machine's plan -> doit tasks.
+``dodo.py`` calls ``setup`` and nothing else.
 
-Per package ``PKG``:
+Every ``recipes/*.toml`` is read the same way (``parse_recipe``): its ``kind`` (default
+``package``) picks the module of ``tasks.kinds`` that says which further keys it may have and
+validates them, with the shared ``Checker`` that names file and field; ``load_recipes`` then
+checks the set (duplicates, unknown dependencies, cycles) and raises every problem at once.
+``Project`` resolves the recipes for this machine (platforms, versions, chains) and asks each
+build's kind for its tasks. Besides them:
 
 - ``mirror:<file>`` for each source (target ``mirror/<file>``), grouped under ``mirror``;
-- ``PKG``: file_dep = the recipe, its patches, its source files and the **manifests** of its
-  dependencies (task_dep alone would order but never invalidate); uptodate = the normalised
-  recipe signature (a changed flag reruns it); target = ``cache/manifests/PKG.json``;
-- ``all``: every package (the default task).
+- ``all``: every step of the plan but the host steps (the default task: ``./setup.sh``'s
+  sandbox build; in the guest, the whole guest procedure);
+- ``host``: every host step (off the guest; see tasks/platform.py);
+- ``graph``: the DAG as a picture.
 
-Because dependents depend on manifest *content*, a rebuild with byte-identical output stops
-the cascade there (early cutoff). file_dep sets iterate sorted, so ``doit list --deps`` and
-``doit info`` print the same on every run whatever ``PYTHONHASHSEED`` is.
+file_dep sets iterate sorted, so ``doit list --deps`` and ``doit info`` print the same on
+every run whatever ``PYTHONHASHSEED`` is.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,85 +35,121 @@ from doit.task import Task
 from doit.tools import config_changed
 
 from tasks import checker
-from tasks.azurelinux import stage_tasks
-from tasks.build import BuildAction, clean_package, stop_all_builds
+from tasks.build import stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
-from tasks.graph import to_dot, topo_order
+from tasks.graph import find_cycle, to_dot, topo_order
+from tasks.kinds import DEFAULT, KINDS
+from tasks.kinds.base import make_task as _task
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
-from tasks.platform import Platform, detect
+from tasks.platform import Platform, detect, plan_platforms
 from tasks.recipe import (
+    COMMON_KEYS,
+    PLATFORMS,
     Build,
+    Checker,
     Recipe,
     RecipeError,
     RecipeErrors,
     Source,
-    load_recipes,
+    common_fields,
     step_rank,
 )
 from tasks.report import make_reporter
 
-# Bump when the meaning of a build changes (templates, environment): every package reruns.
-ENGINE_VERSION = 1
 SUMS = "SHA256SUMS"
 
 
-class SortedSet(set):
-    """A set that iterates in sorted order (doit keeps file_dep in a plain set)."""
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(sorted(set.__iter__(self)))
-
-
-class Signature:
-    """uptodate: the recipe's normalised content and the platform are what they were at the
-    last successful build. ``doit info PKG`` shows which fields changed."""
-
-    def __init__(self, signature: dict[str, Any]):
-        # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
-        self.signature = signature
-        self.changed: list[str] | None = None
-
-    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
-        task.value_savers.append(lambda: {"signature": self.signature})
-        old = values.get("signature")
-        if old is None:
-            self.changed = ["never built"]
-        else:
-            keys = sorted(set(old) | set(self.signature))
-            self.changed = [k for k in keys if old.get(k) != self.signature.get(k)]
-        return not self.changed
-
-    def __str__(self) -> str:
-        if self.changed is None:
-            return "recipe signature"
-        if self.changed == ["never built"]:
-            return "recipe signature: never built"
-        return "recipe changed: " + ", ".join(self.changed) if self.changed else "recipe unchanged"
-
-    __repr__ = __str__
+def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
+    """Parse and validate one recipe file, of any kind (its dependencies are checked by
+    ``load_recipes``): the common keys here, the rest by its kind's module."""
+    c = Checker(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        return None, [RecipeError(path, "", f"not valid TOML: {e}")]
+    except OSError as e:
+        return None, [RecipeError(path, "", f"cannot read: {e.strerror}")]
+    kind_name = c.typed(data, "kind", str, "", DEFAULT)
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        hint = difflib.get_close_matches(kind_name, sorted(KINDS), 1)
+        c.err(
+            "kind",
+            f"unknown kind {kind_name!r} (kinds: {', '.join(KINDS)})"
+            + (f"; did you mean {hint[0]!r}?" if hint else ""),
+        )
+        return None, c.errors
+    c.keys(data, set(COMMON_KEYS | kind.KEYS), "")
+    common = common_fields(c, data, path)
+    fields = kind.parse(c, data, path, common["name"])
+    recipe = Recipe(**common, **fields, kind=kind_name)
+    return (None if c.errors else recipe), c.errors
 
 
-class MachineIs:
-    """uptodate: the running kernel's machine (``uname -m``; ``AZL_MACHINE`` overrides it,
-    so tests inject the check instead of kexec-ing the test machine)."""
-
-    def __init__(self, machine: str):
-        self.machine = machine
-
-    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
-        return (os.environ.get("AZL_MACHINE") or os.uname().machine) == self.machine
-
-    def __str__(self) -> str:
-        return f"running machine is {self.machine}"
-
-    __repr__ = __str__
-
-
-def _task(name: str, actions: list | None, **fields: Any) -> Task:
-    task = Task(name, actions, **fields)
-    task.file_dep = SortedSet(task.file_dep)
-    return task
+def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
+    """Load and validate every ``*.toml`` under ``recipes_dir``: schema, duplicates, unknown
+    dependencies and cycles. Raises ``RecipeErrors`` listing every problem found."""
+    recipes: dict[str, Recipe] = {}
+    errors: list[RecipeError] = []
+    broken: set[str] = set()  # stems of files with errors: their dependents say nothing more
+    if not recipes_dir.is_dir():
+        raise RecipeErrors([RecipeError(recipes_dir, "", "recipe directory not found")])
+    for path in sorted(recipes_dir.glob("*.toml")):
+        recipe, errs = parse_recipe(path)
+        errors += errs
+        if recipe is None:
+            broken.add(path.stem)
+            continue
+        if recipe.name in recipes:
+            other = recipes[recipe.name].path
+            errors.append(
+                RecipeError(path, "name", f"package {recipe.name!r} is also defined in {other}")
+            )
+            continue
+        recipes[recipe.name] = recipe
+    # a dependency names a recipe or one link of a chain (`go1.20`); a recipe that makes a
+    # chain stands for its last link
+    known = set(recipes)
+    for recipe in recipes.values():
+        for plat in PLATFORMS:
+            known.update(recipe.link_name(v) for v in recipe.chain_on(plat))
+    for recipe in recipes.values():
+        deps = set(recipe.depends)
+        for over in recipe.platform.values():
+            deps |= set(over.get("depends", []))
+        for dep in sorted(deps - known - broken):
+            hint = difflib.get_close_matches(dep, sorted(known), 1)
+            errors.append(
+                RecipeError(
+                    recipe.path,
+                    "depends",
+                    f"unknown package {dep!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+            )
+    if not errors:
+        owner = {
+            r.link_name(v): n for n, r in recipes.items() for p in PLATFORMS for v in r.chain_on(p)
+        }
+        for plat in PLATFORMS:
+            edges = {
+                n: [owner.get(d, d) for d in (r.platform.get(plat, {}).get("depends", r.depends))]
+                for n, r in recipes.items()
+            }
+            cycle = find_cycle(edges)
+            if cycle:
+                chain = " -> ".join(cycle)
+                files = ", ".join(str(recipes[n].path) for n in cycle[:-1])
+                errors.append(
+                    RecipeError(
+                        recipes[cycle[0]].path, "depends", f"dependency cycle: {chain} ({files})"
+                    )
+                )
+                break
+    if errors:
+        raise RecipeErrors(errors)
+    return recipes
 
 
 class Project:
@@ -157,41 +200,69 @@ class Project:
         return (*step_rank(self.builds[name].recipe.step), name)
 
     def _resolve(self) -> dict[str, Build]:
-        """The packages of this platform: a recipe may make none (``platforms``), one, or a
-        chain of them. Dependencies name packages; a chain's recipe name stands for its last
-        link; a dependency that does not exist on this platform is a step of another platform
-        (the guest's kernel, say) and is dropped."""
-        plat = self.platform.name
+        """The steps of this machine's plan: a recipe may make none (its kind's
+        ``on_platform`` says no to every platform of this machine), one, or a chain of them.
+        Dependencies name recipes; a chain's recipe name stands for its last link; a
+        dependency that is not in the plan is a step of another platform (the guest's kernel,
+        say) and is dropped."""
         builds: dict[str, Build] = {}
         alias: dict[str, str] = {}
         for name, recipe in self.recipes.items():
-            made = recipe.builds(plat, self.config.versions.get(name))
+            kind = KINDS[recipe.kind]
+            plat = next(
+                (
+                    p
+                    for p in plan_platforms(self.platform.name)
+                    if kind.on_platform(recipe, p, self.config)
+                ),
+                None,
+            )
+            if plat is None:
+                continue
+            made = recipe.builds(plat, self.config.versions.get(name), listed=False)
             builds.update((b.name, b) for b in made)
             if made:
                 alias[name] = made[-1].name
         for b in builds.values():
             b.depends = [alias.get(d, d) for d in b.depends if alias.get(d, d) in builds]
+        self.alias = alias
         return builds
 
+    def build_of(self, recipe: str) -> Build | None:
+        """The build a recipe name stands for in this plan (a chain's last link), if any."""
+        name = self.alias.get(recipe)
+        return self.builds[name] if name else None
+
+    def outputs(self, name: str) -> list[str]:
+        """The files a dependent of the build ``name`` has as file_dep ([]: order only)."""
+        build = self.builds[name]
+        return KINDS[build.recipe.kind].outputs(self, build)
+
     def tasks(self) -> Iterator[Task]:
-        stages = list(stage_tasks(self))  # the Azure Linux tree and toolkit stages
-        stage_fetches = [t.name for t in stages if t.name.startswith("mirror:")]
-        yield from self._fetch_tasks(stage_fetches)
-        for name in self.order:
-            yield self._package_task(self.builds[name])
-        yield from stages
+        """Every task of the plan; a mistake only visible in the plan (a stage without its
+        tree) stops doit before anything runs, naming file and field."""
+        try:
+            steps = [
+                t
+                for n in self.order
+                for t in KINDS[self.builds[n].recipe.kind].tasks(self, self.builds[n])
+            ]
+        except (RecipeError, RecipeErrors) as e:
+            raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
+        yield from self._fetch_tasks()
+        yield from steps
         yield self._graph_task()
+        host = [n for n in self.order if self.builds[n].platform == "host"]
         # fetch every source before building anything: a missing file stops the run early
         yield _task(
             name="all",
             actions=None,
-            task_dep=[
-                "mirror",
-                *self.order,
-                *(t.name for t in stages if t.name not in stage_fetches),
-            ],
-            doc="build every package",
+            task_dep=["mirror", *(n for n in self.order if n not in host)],
+            doc="build every step of this platform"
+            + ("" if self.platform.name == "guest" else " (the host's: doit host)"),
         )
+        if self.platform.name != "guest":
+            yield _task(name="host", actions=None, task_dep=host, doc="run every host step")
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
         """Checked before a run starts, so it stops before building anything: no package of
@@ -245,10 +316,9 @@ class Project:
             raise RecipeErrors(errors)
         return owners
 
-    def _fetch_tasks(self, more: list[str]) -> Iterator[Task]:
-        """One fetch task per source, mirror/SHA256SUMS, and the group ``mirror`` (which also
-        holds ``more``: fetch tasks made elsewhere, like the Azure Linux tree snapshot)."""
-        names = list(more)
+    def _fetch_tasks(self) -> Iterator[Task]:
+        """One fetch task per source, mirror/SHA256SUMS, and the group ``mirror``."""
+        names = []
         for src, name in self.sources.values():
             names.append(f"mirror:{src.file}")
             yield _task(
@@ -276,49 +346,6 @@ class Project:
             name="mirror", actions=None, task_dep=names, has_subtask=True, doc="fetch every source"
         )
 
-    def _package_task(self, build: Build) -> Task:
-        recipe, paths = build.recipe, self.paths
-        if recipe.running_machine:
-            return self._checkpoint_task(build)
-        file_dep = [str(recipe.path)]
-        file_dep += [str(p) for p in recipe.patch_paths() + recipe.file_paths()]
-        if not build.version.unconfirmed:
-            file_dep += [str(paths.mirror / s.file) for s in build.version.sources]
-        # a package's output is its manifest; a checkpoint has none and only orders
-        checkpoints = [d for d in build.depends if self.builds[d].recipe.running_machine]
-        file_dep += [str(paths.manifest(d)) for d in build.depends if d not in checkpoints]
-        signature = {
-            "engine": ENGINE_VERSION,
-            **{f"platform.{k}": v for k, v in self.platform.signature().items()},
-            **build.signature(),
-        }
-        doc = f"{build.version.version}  {recipe.description}".rstrip()
-        if build.version.substitute_for:
-            doc += f"  [substitute for {build.version.substitute_for}]"
-        return _task(
-            name=build.name,
-            actions=[
-                BuildAction(
-                    build,
-                    self.platform,
-                    paths,
-                    self.config.keep_build,
-                    isolate_network=self.isolate,
-                )
-            ],
-            file_dep=file_dep,
-            targets=[str(paths.manifest(build.name))],
-            uptodate=[Signature(signature)],
-            clean=[(clean_package, [paths, build.name])],
-            task_dep=checkpoints,
-            doc=doc,
-            meta=(
-                {"unconfirmed": f"{build.version.version}: {build.version.unconfirmed}"}
-                if build.version.unconfirmed
-                else None
-            ),
-        )
-
     def _graph_task(self) -> Task:
         """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
         edges = {n: b.depends for n, b in self.builds.items()}
@@ -333,21 +360,6 @@ class Project:
             targets=[str(dot_file), str(png)],
             uptodate=[config_changed(dot)],
             doc="draw the dependency graph: cache/graph.dot and cache/graph.png (Graphviz)",
-        )
-
-    def _checkpoint_task(self, build: Build) -> Task:
-        """A step whose result is the state of the running machine, not files: the kexec
-        into the 64-bit kernel is done exactly while ``uname -m`` says x86_64. It has no
-        file_dep and no target: after the kexec ends this doit, the next run finds it done;
-        after a reboot into the old kernel it runs again."""
-        machine = build.recipe.running_machine
-        assert machine
-        return _task(
-            name=build.name,
-            actions=[BuildAction(build, self.platform, self.paths, checkpoint=True)],
-            uptodate=[MachineIs(machine)],
-            task_dep=list(build.depends),
-            doc=f"{build.recipe.description}  [done while the machine is {machine}]".strip(),
         )
 
 

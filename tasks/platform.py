@@ -1,5 +1,19 @@
 """Where a build runs. One recipe set serves every platform; this record holds the differences.
 
+A machine is the **guest** (inside live-bootstrap) or not; a machine that is not the guest is
+both the **sandbox** (packages built into ``cache/sandbox/root``) and the **host** (the
+machine that prepares and drives live-bootstrap: preflight, pinned checkouts, the
+live-bootstrap run, the VM). A recipe names where it is a step with ``platforms = [...]``
+(default: sandbox and guest; a host step says ``["host"]``). ``Platform.name`` is the
+machine's (``guest`` or ``sandbox``, with its variables); ``plan_platforms`` says which
+recipe platforms are in its plan: off the guest, the sandbox's and the host's steps.
+
+Off the guest the default task ``all`` is the sandbox's steps only (what ``./setup.sh``
+builds), and the group task ``host`` is every host step: ``doit host`` runs the host side,
+``doit preflight`` (or any one host step) runs that step and what it depends on, and neither
+builds a sandbox package unless a host step depends on it. Host steps get the sandbox's
+variables (``${ROOT}`` is the sandbox's root; ``${PLATFORM}`` is ``sandbox``): one machine.
+
 =========  ===================================  ===========================================
 platform   ROOT                                 PREFIX / LIBDIR
 =========  ===================================  ===========================================
@@ -115,6 +129,16 @@ def compiler_target() -> str:
     return "unknown-linux-gnu"
 
 
+MACHINES = ("sandbox", "guest")  # what ``Platform.name`` (a machine's platform) can be
+
+
+def plan_platforms(name: str) -> tuple[str, ...]:
+    """The recipe platforms in the plan of a machine whose platform is ``name``, in the
+    order a recipe listing several is resolved for: the guest's steps in the guest; the
+    sandbox's, then the host's, on any other machine."""
+    return ("guest",) if name == "guest" else ("sandbox", "host")
+
+
 def detect(project: Path, config: Config, steps: Path = GUEST_STEPS) -> Platform:
     """The platform of this machine: the guest inside live-bootstrap (it has
     ``/steps/bootstrap.cfg``), else the sandbox; ``platform`` in the config overrides."""
@@ -123,7 +147,7 @@ def detect(project: Path, config: Config, steps: Path = GUEST_STEPS) -> Platform
         or config.platform
         or ("guest" if (steps / "bootstrap.cfg").exists() else "sandbox")
     )
-    if name not in ("sandbox", "guest"):
+    if name not in MACHINES:
         raise ValueError(f"AZL_PLATFORM={name!r}: must be 'sandbox' or 'guest'")
     jobs = config.jobs or default_jobs()
     if name == "guest":

@@ -1,6 +1,9 @@
-"""Recipes: one TOML file per package under ``recipes/``; patches under ``recipes/<name>/``.
+"""Recipes: one TOML file per step under ``recipes/``; patches and files under
+``recipes/<name>/``. This module is the model (``Recipe``, ``Build``, ``Source``) and the
+shared checks; ``tasks.loader`` reads the files and each kind (``tasks.kinds``) its own keys.
 
-A recipe is data. Example::
+Every recipe has ``COMMON_KEYS`` (name, kind, description, step, depends, platforms). A
+recipe of kind ``package`` (the default) is data like this::
 
     name = "pcre2"                      # optional, defaults to the file name
     version = "10.46"                   # the default version
@@ -23,27 +26,29 @@ A recipe is data. Example::
     [platform.guest]                    # overrides per platform
     version = "10.46"
 
-Every error names the file and the field (``RecipeError``); ``load_recipes`` collects the
-errors of all recipes and raises them together (``RecipeErrors``), changing nothing on disk.
+Every error names the file and the field (``RecipeError``); ``tasks.loader.load_recipes``
+collects the errors of all recipes and raises them together (``RecipeErrors``), changing
+nothing on disk.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BUILD_SYSTEMS = ("autotools", "meson", "cmake", "make", "script")
 PHASES = ("prepare", "configure", "compile", "install", "post_install")
-PLATFORMS = ("sandbox", "guest")
+# Where a recipe may run (``platforms = [...]``); see tasks/platform.py. A recipe that names
+# none runs on the sandbox and in the guest; a host step names "host".
+PLATFORMS = ("sandbox", "guest", "host")
+DEFAULT_PLATFORMS = ("sandbox", "guest")
 # Names doit reserves for its commands, and our own group tasks.
 RESERVED = {
     "list", "clean", "info", "run", "forget", "ignore", "strace", "dumpdb", "help",
-    "tabcompletion", "reset-dep", "all", "mirror", "graph",
-    "azurelinux", "go-tools", "toolchain", "iso",
+    "tabcompletion", "reset-dep", "all", "mirror", "graph", "host",
 }  # fmt: skip
 # Variables a recipe value may use as ${NAME}: the platform's and the build's own.
 VARIABLES = frozenset(
@@ -55,11 +60,14 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STEP = re.compile(r"([HVA])(\d+)")  # host, guest (V) and toolkit (A) steps of procedure.md
 
-_TOP_KEYS = {
-    "name", "description", "version", "versions", "depends", "build_system",
-    "configure_args", "make_args", "install_args", "env", "patches", "patch_strip",
-    "script", "platform", "platforms", "chain", "running_machine", "step", "files", "network",
-}  # fmt: skip
+# Keys every recipe may have, whatever its kind; each kind adds its own (``KEYS``).
+COMMON_KEYS = frozenset({"name", "kind", "description", "step", "depends", "platforms"})
+# The keys of a recipe that is built from versions and sources by shell phases (the kinds
+# package, checkpoint and session take their keys from this set).
+PACKAGE_KEYS = frozenset({
+    "version", "versions", "build_system", "configure_args", "make_args", "install_args",
+    "env", "patches", "patch_strip", "script", "platform", "chain", "files", "network",
+})  # fmt: skip
 _OVERRIDE_KEYS = {
     "version",
     "configure_args",
@@ -151,9 +159,10 @@ class Recipe:
     script: dict[str, str] = field(default_factory=dict)
     platform: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
-    platforms: tuple[str, ...] = PLATFORMS  # where the package exists at all
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS  # where the recipe exists at all
     chain: list[str] = field(default_factory=list)  # a bootstrap chain of versions
-    running_machine: str | None = None  # a checkpoint: done while `uname -m` says this
+    kind: str = "package"  # the module of tasks/kinds/ that makes its tasks
+    spec: Any = None  # the kind's own validated data (a checkpoint's machine, a stage, ...)
     step: str = ""  # the step of reference/procedure.md it implements, e.g. "V26"
     files: list[str] = field(default_factory=list)  # recipes/<name>/ files the build reads
     network: bool = False  # acts on the live machine's network (e.g. starts sshd)
@@ -184,12 +193,16 @@ class Recipe:
         chain = self.chain_on(platform)
         return [self.link_name(v) for v in chain] if chain else [self.name]
 
-    def builds(self, platform: str, version: str | None = None) -> list[Build]:
+    def builds(
+        self, platform: str, version: str | None = None, *, listed: bool = True
+    ) -> list[Build]:
         """The effective builds on ``platform``: one, or one per link of the chain, each
         link depending on the one before (``${PREV}`` names it). ``version`` (from the
         config) wins over the recipe's defaults and must be confirmed; an unconfirmed default
-        stays in the plan, and a run that needs it stops before building anything."""
-        if platform not in self.platforms:
+        stays in the plan, and a run that needs it stops before building anything. None
+        where ``platforms`` does not list ``platform``, unless ``listed=False`` (the kind
+        placed it there, as the config's ``azurelinux_stages`` does)."""
+        if listed and platform not in self.platforms:
             return []
         over = self.platform.get(platform, {})
         chain = self.chain_on(platform)
@@ -301,9 +314,9 @@ def bad_variables(value: str, known: frozenset[str] = VARIABLES) -> list[str]:
 # --------------------------------------------------------------------------- validation
 
 
-class _Checker:
-    """Collects the errors of one data file (a recipe; the stages file, with its own set of
-    ``${VARIABLES}``)."""
+class Checker:
+    """Collects the errors of one recipe file, each naming the file and the field; kinds
+    with variables of their own (a stage's ``${TREE}``) pass their set."""
 
     def __init__(self, path: Path, variables: frozenset[str] = VARIABLES):
         self.path, self.errors, self.variables = path, [], variables
@@ -400,24 +413,23 @@ class _Checker:
         return Source(name, sha, tuple(urls), debian, unpack, strip, git, ref, prefix)
 
 
-def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
-    """Parse and validate one recipe file (its dependencies are checked by ``load_recipes``)."""
-    c = _Checker(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        return None, [RecipeError(path, "", f"not valid TOML: {e}")]
-    except OSError as e:
-        return None, [RecipeError(path, "", f"cannot read: {e.strerror}")]
-    c.keys(data, _TOP_KEYS, "")
-    name = c.typed(data, "name", str, "", path.stem)
-    if not _NAME.match(name):
-        c.err("name", f"{name!r} is not a valid package name (lowercase, digits, + . _ -)")
-    elif name in RESERVED:
-        c.err("name", f"{name!r} is reserved for a doit command or group task")
+def rel_paths(c: Checker, table: dict, key: str, where: str, inside: str) -> list[str]:
+    """A list of relative paths that must stay inside ``inside`` (named in the error)."""
+    values = c.str_list(table, key, where, check_vars=False)
+    for i, v in enumerate(values):
+        if not v or v.startswith("/") or ".." in Path(v).parts:
+            c.err(f"{where}{key}[{i}]", f"must be a path inside {inside}, got {v!r}")
+    return values
 
-    build_system = c.typed(data, "build_system", str, "", "autotools")
+
+def package_fields(
+    c: Checker, data: dict[str, Any], path: Path, name: str, build_system: str | None = None
+) -> dict[str, Any]:
+    """Validate the keys of a recipe built from versions and sources by shell phases
+    (``PACKAGE_KEYS``; each kind allows its subset) and return them as ``Recipe`` fields.
+    ``build_system`` forces one (a checkpoint or session step is always a ``script``)."""
+    if build_system is None:
+        build_system = c.typed(data, "build_system", str, "", "autotools")
     sourceless = build_system == "script"  # a script may build from recipes/<name>/ alone
     versions: dict[str, Version] = {}
     raw_versions = c.typed(data, "versions", dict, "", {})
@@ -500,25 +512,9 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
                 if v not in versions:
                     c.err(f"{where}.chain[{i}]", f"{v!r} is not one of the versions")
             c.str_table(over, "env", where + ".")
-    platforms = c.str_list(data, "platforms", "", check_vars=False) or list(PLATFORMS)
-    for i, plat in enumerate(platforms):
-        if plat not in PLATFORMS:
-            c.err(
-                f"platforms[{i}]", f"unknown platform {plat!r} (platforms: {', '.join(PLATFORMS)})"
-            )
-    step = c.typed(data, "step", str, "", "")
-    if step and not _STEP.fullmatch(step):
-        c.err("step", f"{step!r} is not a step of the procedure (H1, V26, A3, ...)")
-    running_machine = c.typed(data, "running_machine", str, "", None)
-    if running_machine is not None and build_system != "script":
-        c.err("running_machine", "a checkpoint is a `script` step")
-
-    recipe = Recipe(
-        name=name,
-        path=path,
+    return dict(
         version=version or "",
         versions=versions,
-        depends=c.str_list(data, "depends", "", check_vars=False),
         build_system=build_system,
         configure_args=c.str_list(data, "configure_args", ""),
         make_args=c.str_list(data, "make_args", ""),
@@ -528,78 +524,34 @@ def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
         patch_strip=c.typed(data, "patch_strip", int, "", 1),
         script={k: v for k, v in script.items() if isinstance(v, str)},
         platform={k: v for k, v in overrides.items() if isinstance(v, dict)},
-        description=c.typed(data, "description", str, "", ""),
-        platforms=tuple(platforms),
         chain=chain,
-        running_machine=running_machine,
-        step=step,
         files=files,
         network=c.typed(data, "network", bool, "", False),
     )
-    return (None if c.errors else recipe), c.errors
 
 
-def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
-    """Load and validate every ``*.toml`` under ``recipes_dir``: schema, duplicates, unknown
-    dependencies and cycles. Raises ``RecipeErrors`` listing every problem found."""
-    from tasks.graph import find_cycle  # local: graph imports this module's errors
-
-    recipes: dict[str, Recipe] = {}
-    errors: list[RecipeError] = []
-    broken: set[str] = set()  # stems of files with errors: their dependents say nothing more
-    if not recipes_dir.is_dir():
-        raise RecipeErrors([RecipeError(recipes_dir, "", "recipe directory not found")])
-    for path in sorted(recipes_dir.glob("*.toml")):
-        recipe, errs = parse_recipe(path)
-        errors += errs
-        if recipe is None:
-            broken.add(path.stem)
-            continue
-        if recipe.name in recipes:
-            other = recipes[recipe.name].path
-            errors.append(
-                RecipeError(path, "name", f"package {recipe.name!r} is also defined in {other}")
+def common_fields(c: Checker, data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Validate the keys every recipe has (``COMMON_KEYS``) and return them as ``Recipe``
+    fields."""
+    name = c.typed(data, "name", str, "", path.stem)
+    if not _NAME.match(name):
+        c.err("name", f"{name!r} is not a valid package name (lowercase, digits, + . _ -)")
+    elif name in RESERVED:
+        c.err("name", f"{name!r} is reserved for a doit command or group task")
+    platforms = c.str_list(data, "platforms", "", check_vars=False) or list(DEFAULT_PLATFORMS)
+    for i, plat in enumerate(platforms):
+        if plat not in PLATFORMS:
+            c.err(
+                f"platforms[{i}]", f"unknown platform {plat!r} (platforms: {', '.join(PLATFORMS)})"
             )
-            continue
-        recipes[recipe.name] = recipe
-    # a dependency names a recipe or one link of a chain (`go1.20`); a recipe that makes a
-    # chain stands for its last link
-    known = set(recipes)
-    for recipe in recipes.values():
-        for plat in PLATFORMS:
-            known.update(recipe.link_name(v) for v in recipe.chain_on(plat))
-    for recipe in recipes.values():
-        deps = set(recipe.depends)
-        for over in recipe.platform.values():
-            deps |= set(over.get("depends", []))
-        for dep in sorted(deps - known - broken):
-            hint = difflib.get_close_matches(dep, sorted(known), 1)
-            errors.append(
-                RecipeError(
-                    recipe.path,
-                    "depends",
-                    f"unknown package {dep!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
-                )
-            )
-    if not errors:
-        owner = {
-            r.link_name(v): n for n, r in recipes.items() for p in PLATFORMS for v in r.chain_on(p)
-        }
-        for plat in PLATFORMS:
-            edges = {
-                n: [owner.get(d, d) for d in (r.platform.get(plat, {}).get("depends", r.depends))]
-                for n, r in recipes.items()
-            }
-            cycle = find_cycle(edges)
-            if cycle:
-                chain = " -> ".join(cycle)
-                files = ", ".join(str(recipes[n].path) for n in cycle[:-1])
-                errors.append(
-                    RecipeError(
-                        recipes[cycle[0]].path, "depends", f"dependency cycle: {chain} ({files})"
-                    )
-                )
-                break
-    if errors:
-        raise RecipeErrors(errors)
-    return recipes
+    step = c.typed(data, "step", str, "", "")
+    if step and not _STEP.fullmatch(step):
+        c.err("step", f"{step!r} is not a step of the procedure (H1, V26, A3, ...)")
+    return dict(
+        name=name,
+        path=path,
+        depends=c.str_list(data, "depends", "", check_vars=False),
+        description=c.typed(data, "description", str, "", ""),
+        platforms=tuple(platforms),
+        step=step,
+    )

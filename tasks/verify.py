@@ -106,7 +106,7 @@ def verify_tasks(project: Any) -> list[dict[str, Any]]:
     out = []
     for name in project.order:
         build = project.builds[name]
-        if build.recipe.running_machine or build.version.unconfirmed:
+        if build.recipe.kind != "package" or build.version.unconfirmed:
             continue
         action = VerifyAction(build, project.platform, project.paths, project.isolate)
         out.append(

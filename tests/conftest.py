@@ -166,7 +166,7 @@ def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 
 def sandbox_version(name: str) -> str:
     """The version the sandbox builds by default of the repository's recipe ``name``."""
-    from tasks.recipe import parse_recipe
+    from tasks.loader import parse_recipe
 
     recipe, errors = parse_recipe(REPO / "recipes" / f"{name}.toml")
     assert recipe is not None, errors

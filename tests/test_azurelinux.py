@@ -1,4 +1,5 @@
-"""The Azure Linux toolkit stages (tasks/azurelinux.py) on a stand-in tree.
+"""The Azure Linux tree and toolkit stages (kinds "tree" and "stage": tasks/kinds/tree.py,
+tasks/kinds/stage.py, tasks/toolkit.py) on a stand-in tree.
 
 The stand-in is a small git repository with the toolkit's make target names and output paths:
 ``go-tools`` writes the 27 tools of the real stages file into ``toolkit/out/tools`` (each
@@ -9,9 +10,10 @@ and writes the two archives, ``iso`` writes an ISO into ``out/images/full``. Fil
 another error), hang, or bind-mount a directory under ``build/toolchain/lfs/dev``.
 
 The tree reaches the project as the real thing does: a ``git archive | gzip -n`` snapshot
-pinned by sha256 in the project's ``recipes/azurelinux/stages.toml`` (the real file, with only
-the tree's source replaced), made by the mirror's git fallback and verified, then unpacked and
-made a git repository by the ``azurelinux`` task.
+pinned by sha256 in the project's ``recipes/azurelinux.toml`` (the real recipe, with only the
+tree's source replaced), made by the mirror's git fallback and verified, then unpacked and
+made a git repository by the ``azurelinux`` task. The stages are the real ``go-tools``,
+``toolchain`` and ``iso`` recipes; ``go`` is a stand-in package that installs a ``bin/go``.
 """
 
 from __future__ import annotations
@@ -31,15 +33,22 @@ from pathlib import Path
 
 import pytest
 
-from tasks.azurelinux import load_stages
 from tasks.fsutil import mounts_under
+from tasks.loader import load_recipes
 from tasks.recipe import RecipeErrors
 from tests.conftest import REPO, Project, Result
 
-REAL_STAGES = REPO / "recipes" / "azurelinux" / "stages.toml"
-REAL = tomllib.loads(REAL_STAGES.read_text())
-TOOLS = [Path(p).name for p in REAL["stages"]["go-tools"]["outputs"]]
-ARCHIVES = REAL["stages"]["toolchain"]["outputs"]
+RECIPES = REPO / "recipes"
+REAL_TREE = RECIPES / "azurelinux.toml"
+STAGES = ("go-tools", "toolchain", "iso")
+TOOLS = [Path(p).name for p in tomllib.loads((RECIPES / "go-tools.toml").read_text())["outputs"]]
+ARCHIVES = tomllib.loads((RECIPES / "toolchain.toml").read_text())["outputs"]
+# the stand-in go package: a `go` in a GOROOT's bin/, as the real go recipe installs it
+GO_INSTALL = (
+    'mkdir -p "$DESTDIR$PREFIX/lib/go/bin" && '
+    "printf '#!/bin/sh\\necho go version go1.23.1\\n' > \"$DESTDIR$PREFIX/lib/go/bin/go\" && "
+    'chmod +x "$DESTDIR$PREFIX/lib/go/bin/go"'
+)
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
     "GIT_AUTHOR_EMAIL": "t@localhost",
@@ -145,9 +154,9 @@ def stand_in_repo(where: Path, extra: dict[str, str] | None = None) -> tuple[Pat
     return repo, ref, hashlib.sha256(gz).hexdigest()
 
 
-def pinned_stages(repo: Path, ref: str, sha: str, text: str | None = None) -> str:
-    """The real stages file with the tree's source replaced by the stand-in's snapshot."""
-    text = REAL_STAGES.read_text() if text is None else text
+def pinned_tree(repo: Path, ref: str, sha: str, text: str | None = None) -> str:
+    """The real tree recipe with its source replaced by the stand-in's snapshot."""
+    text = REAL_TREE.read_text() if text is None else text
     subs = [
         (r'(?m)^unconfirmed = ".*"\n', ""),
         (r'(?m)^file = "azurelinux-[0-9a-f]{40}\.tar\.gz"$', f'file = "azurelinux-{ref}.tar.gz"'),
@@ -156,7 +165,7 @@ def pinned_stages(repo: Path, ref: str, sha: str, text: str | None = None) -> st
     ]
     for pattern, new in subs:
         text, n = re.subn(pattern, new, text, count=1)
-        assert n == 1, f"{pattern!r} not in the stages file"
+        assert n == 1, f"{pattern!r} not in the tree recipe"
     return text
 
 
@@ -188,11 +197,13 @@ class Azl:
         (self.control / name).write_text(text)
 
 
-def make_azl(project: Project, tmp_path: Path, stages_text: str | None = None) -> Azl:
+def make_azl(project: Project, tmp_path: Path, tree_text: str | None = None) -> Azl:
     repo, ref, sha = stand_in_repo(tmp_path / "upstream")
-    stages = project.root / "recipes" / "azurelinux" / "stages.toml"
-    stages.parent.mkdir(parents=True, exist_ok=True)
-    stages.write_text(pinned_stages(repo, ref, sha, stages_text))
+    recipes = project.root / "recipes"
+    (recipes / "azurelinux.toml").write_text(pinned_tree(repo, ref, sha, tree_text))
+    for stage in STAGES:
+        shutil.copy(RECIPES / f"{stage}.toml", recipes)
+    project.recipe("go", install=GO_INSTALL)
     tree, control = tmp_path / "tree", tmp_path / "control"
     control.mkdir()
     project.config(
@@ -208,25 +219,33 @@ def azl(project: Project, tmp_path: Path) -> Azl:
 
 
 def built(azl: Azl) -> Result:
-    """``doit toolchain`` from nothing: the mock package, the tree, go-tools, toolchain."""
+    """``doit toolchain`` from nothing: the mock packages, the tree, go-tools, toolchain."""
     r = ok(azl.doit("toolchain"))
-    assert set(r.packages_ran()) == {"pkg", "azurelinux", "go-tools", "toolchain"}
+    assert set(r.packages_ran()) == {"pkg", "go", "azurelinux", "go-tools", "toolchain"}
     return r
 
 
 # --------------------------------------------------------------------------- the data
 
 
-def test_real_stages_file_has_the_procedure_steps() -> None:
-    stages = load_stages(REAL_STAGES)
-    assert list(stages.stages) == ["go-tools", "toolchain", "iso"]
-    assert stages.tree.unconfirmed and stages.tree.source.sha256 == ""
-    assert stages.tree.source.ref == "6a8b54d4e365e99320b499712dba0c94de480777"
-    assert [(f.step, f.patch) for f in stages.tree.fixes] == [("A1", ""), ("A4", "")]
-    go, tc, iso = stages.stages.values()
+def test_real_recipes_have_the_procedure_steps() -> None:
+    recipes = load_recipes(RECIPES)
+    tree = recipes["azurelinux"]
+    assert tree.kind == "tree" and tree.step == "A1" and tree.platforms == ("guest",)
+    version = tree.versions[tree.version]
+    assert version.unconfirmed and version.sources[0].sha256 == ""
+    assert version.sources[0].ref == "6a8b54d4e365e99320b499712dba0c94de480777"
+    assert [(f.step, f.patch) for f in tree.spec.fixes] == [("A1", ""), ("A4", "")]
+    go, tc, iso = (recipes[n] for n in STAGES)
+    assert [r.kind for r in (go, tc, iso)] == ["stage"] * 3
+    assert [r.step for r in (go, tc, iso)] == ["A2", "A3", "A5"]
+    assert go.depends == ["azurelinux", "go"]
+    assert tc.depends == ["azurelinux", "go-tools"]
+    assert iso.depends == ["azurelinux", "go-tools", "toolchain"]
+    go, tc, iso = go.spec, tc.spec, iso.spec
     assert len(go.outputs) == 27 and go.make_vars == {"REBUILD_TOOLS": "y"}
     for s in (go, tc, iso):  # any make with REBUILD_TOOLS=y may rebuild a tool
-        assert s.env["GOARCH"] == "amd64" and s.env["GOTOOLCHAIN"] == "local"
+        assert s.env == {"GOARCH": "amd64", "GOTOOLCHAIN": "local"}
         assert s.path == ("${GO_BIN}",)
     assert tc.make_vars == {
         "REBUILD_TOOLS": "y",
@@ -242,25 +261,71 @@ def test_real_stages_file_has_the_procedure_steps() -> None:
     assert iso.make_vars["CONFIG_FILE"] == "./imageconfigs/full.json"
 
 
-def test_stages_file_errors_name_the_field(tmp_path: Path) -> None:
-    text = REAL_STAGES.read_text()
-    text = text.replace('after = ["go-tools"]\n', 'after = ["nosuch"]\n', 1)
-    text = text.replace('GOARCH = "amd64"', 'GOARCH = "${NOPE}"', 1)
-    text = text.replace('make_target = "iso"', 'make_target = "iso"\nmake_tagret = "x"', 1)
-    path = tmp_path / "stages.toml"
-    path.write_text(text)
+def test_stage_recipe_errors_name_file_and_field(tmp_path: Path) -> None:
+    rdir = tmp_path / "recipes"
+    shutil.copytree(RECIPES, rdir)
+    edits = {
+        "toolchain": ('depends = ["azurelinux", "go-tools"]', 'depends = ["azurelinux", "nosuch"]'),
+        "go-tools": ('GOARCH = "amd64"', 'GOARCH = "${NOPE}"'),
+        "iso": ('make_target = "iso"', 'make_target = "iso"\nmake_tagret = "x"'),
+    }
+    for name, (old, new) in edits.items():
+        path = rdir / f"{name}.toml"
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
     with pytest.raises(RecipeErrors) as e:
-        load_stages(path)
-    fields = sorted(err.field for err in e.value.errors)
-    assert fields == ["env.GOARCH", "stages.iso.make_tagret", "stages.toolchain.after[0]"]
-    assert "did you mean 'make_target'" in str(e.value)
+        load_recipes(rdir)
+    found = sorted((Path(err.path).name, err.field) for err in e.value.errors)
+    assert found == [
+        ("go-tools.toml", "env.GOARCH"),
+        ("iso.toml", "make_tagret"),
+        ("toolchain.toml", "depends"),
+    ]
+    text = str(e.value)
+    assert "did you mean 'make_target'" in text
+    assert "unknown variable ${NOPE}" in text and "unknown package 'nosuch'" in text
 
 
-def test_bad_stages_file_stops_doit_before_anything(azl: Azl) -> None:
-    stages = azl.project.root / "recipes" / "azurelinux" / "stages.toml"
-    stages.write_text(stages.read_text().replace("[stages.iso]", "[stages.iso]\nbogus = 1", 1))
+def test_tree_recipe_errors_name_file_and_field(tmp_path: Path) -> None:
+    rdir = tmp_path / "recipes"
+    rdir.mkdir()
+    text = REAL_TREE.read_text()
+    for old, new in [
+        ('target = "toolkit/Makefile"', 'target = "toolkit/Makefile"\nfixs = []'),
+        ('dir = { guest = "/root/azurelinux", ', "dir = { "),
+        ('patch = ""', 'patch = "nosuch.patch"'),
+        ('git = "https://github.com/microsoft/azurelinux.git"\n', ""),
+    ]:
+        assert old in text
+        text = text.replace(old, new, 1)
+    (rdir / "azurelinux.toml").write_text(text)
+    with pytest.raises(RecipeErrors) as e:
+        load_recipes(rdir)
+    assert sorted(err.field for err in e.value.errors) == [
+        "dir.guest",
+        "fixes[0].patch",
+        "fixs",
+        "versions.6a8b54d4.sources[0].git",  # a tree is a git snapshot
+        "versions.6a8b54d4.sources[0].ref",  # a ref without a git repository
+        "versions.6a8b54d4.sources[0].urls",  # nowhere to fetch it from
+    ]
+    assert "did you mean 'fixes'" in str(e.value)
+
+
+def test_bad_stage_recipe_stops_doit_before_anything(azl: Azl) -> None:
+    iso = azl.project.root / "recipes" / "iso.toml"
+    iso.write_text(iso.read_text().replace("[make_vars]", "bogus = 1\n[make_vars]", 1))
     r = azl.doit("toolchain")
-    assert r.code == 3 and "stages.iso.bogus: unknown key" in r.err
+    assert r.code == 3 and "iso.toml: bogus: unknown key" in r.err
+    assert not (azl.project.root / "cache" / "logs").exists()
+
+
+def test_a_stage_without_its_tree_stops_doit_naming_the_field(azl: Azl) -> None:
+    tc = azl.project.root / "recipes" / "toolchain.toml"
+    tc.write_text(tc.read_text().replace('depends = ["azurelinux", "go-tools"]', "depends = []"))
+    r = azl.doit("toolchain")
+    assert r.code == 3, r
+    assert "toolchain.toml: depends: a stage depends on exactly one tree recipe" in r.err
     assert not (azl.project.root / "cache" / "logs").exists()
 
 
@@ -286,6 +351,8 @@ def test_toolchain_builds_tree_go_tools_toolchain_for_amd64_then_nothing(azl: Az
     assert final == "final y y\n"
     log = azl.log("go-tools", 1).read_text()
     assert "make go-tools REBUILD_TOOLS=y" in log and "GOARCH=amd64" in log
+    # ${GO_BIN}: the directory of `go` in the go package's manifest, first on PATH
+    assert re.search(r" PATH=\S*/usr/lib/go/bin:", log), log
 
     assert ok(azl.doit("toolchain")).packages_ran() == []
     assert ok(azl.doit()).packages_ran() == ["iso"]  # `all`: everything, the ISO last
@@ -399,11 +466,12 @@ def test_leftover_build_dir_of_a_killed_run_is_removed_before_the_next(azl: Azl)
 
 
 def test_tree_is_made_with_the_fixes_as_commits(project: Project, tmp_path: Path) -> None:
-    text = REAL_STAGES.read_text()
+    text = REAL_TREE.read_text()
     slot = 'name = "debootstrap-spec"\nstep = "A1"\npatch = ""'
     assert slot in text
     text = text.replace(slot, slot.replace('patch = ""', 'patch = "debootstrap.patch"'), 1)
     azl = make_azl(project, tmp_path, text)
+    (project.root / "recipes" / "azurelinux").mkdir()
     (project.root / "recipes" / "azurelinux" / "debootstrap.patch").write_text(
         "--- a/SPECS/debootstrap/debootstrap.spec\n+++ b/SPECS/debootstrap/debootstrap.spec\n"
         "@@ -1,2 +1,2 @@\n Name: debootstrap\n-Version: 1.0.128+nmu2\n+Version: 1.0.128+nmu2.fixed\n"

@@ -25,7 +25,7 @@ import pytest
 
 from tasks.build import BuildAction
 from tasks.buildsys import phases
-from tasks.loader import MachineIs
+from tasks.kinds.checkpoint import MachineIs
 from tasks.loader import Project as Plan
 from tests.conftest import REPO, Project, Result
 
@@ -51,7 +51,7 @@ def stub(project: Project, name: str, body: str = "") -> None:
 def go_project(project: Project) -> Project:
     """The real go recipe, with a stub for the step it depends on (the kexec)."""
     shutil.copy(REPO / "recipes" / "go.toml", project.root / "recipes")
-    stub(project, "kexec", 'running_machine = "x86_64"\n')
+    stub(project, "kexec", 'kind = "checkpoint"\nrunning_machine = "x86_64"\n')
     return project
 
 
@@ -170,7 +170,9 @@ def kexec_chain(project: Project, marker: Path) -> None:
             "sleep 30",
         ]
     )
-    project.recipe("kexec", 'running_machine = "x86_64"\n', deps=("a",), install=kill)
+    project.recipe(
+        "kexec", 'kind = "checkpoint"\nrunning_machine = "x86_64"\n', deps=("a",), install=kill
+    )
     project.recipe("b", deps=("kexec",))
 
 
@@ -225,7 +227,7 @@ def test_the_real_kexec_step_is_the_seeds(
     stub(project, "kernel64")
     p = plan(monkeypatch, project.root, "guest")
     build = p.builds["kexec"]
-    assert build.recipe.running_machine == "x86_64"
+    assert build.recipe.kind == "checkpoint" and build.recipe.spec.machine == "x86_64"
     assert build.recipe.platforms == ("guest",)
     assert build.depends == ["kernel64"]
     assert phases(build, {}) == [("install", [SEED_KEXEC])]

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from tasks.config import Config, load_config
+from tasks.loader import load_recipes, parse_recipe
 from tasks.recipe import (
     VARIABLES,
     RecipeError,
     RecipeErrors,
     bad_variables,
     expand,
-    load_recipes,
-    parse_recipe,
     step_rank,
 )
 
@@ -352,8 +351,8 @@ def test_patch_path_outside_the_recipe_dir(rdir: Path, patch: str) -> None:
 
 
 def test_platform_override_with_unknown_platform(rdir: Path) -> None:
-    path = write(rdir, "a", '[platform.host]\nversion = "1.0"\n')
-    err = error_for(rdir, path, "platform.host")
+    path = write(rdir, "a", '[platform.vm]\nversion = "1.0"\n')
+    err = error_for(rdir, path, "platform.vm")
     assert "unknown platform" in err.message and "guest" in err.message
 
 

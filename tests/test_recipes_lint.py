@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from tasks.config import Config
-from tasks.loader import Project
-from tasks.recipe import PLATFORMS, load_recipes, step_rank
+from tasks.loader import Project, load_recipes
+from tasks.platform import MACHINES
+from tasks.recipe import PLATFORMS, step_rank
 from tests.conftest import REPO
 
 RECIPES = load_recipes(REPO / "recipes")
@@ -63,7 +64,7 @@ def test_the_defaults_are_confirmed_unless_nothing_confirmed_exists() -> None:
                     )
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("platform", MACHINES)
 def test_dependencies_resolve_without_cycles(
     monkeypatch: pytest.MonkeyPatch, platform: str
 ) -> None:
@@ -127,7 +128,7 @@ def test_seed_flags_are_where_the_reference_puts_them(name: str) -> None:
 
 
 def test_pcre2_flags_reach_configure_on_both_platforms() -> None:
-    for plat in PLATFORMS:
+    for plat in MACHINES:
         args = RECIPES["pcre2"].for_platform(plat).configure_args
         assert {"--enable-pcre2-16", "--enable-pcre2-32", "--enable-jit"} <= set(args)
 

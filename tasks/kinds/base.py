@@ -1,0 +1,117 @@
+"""What every kind module shares: the plan it reads (``Plan``), the task maker and the
+recipe-signature check. This module imports no kind and not the loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from doit.task import Task
+
+from tasks.config import Config, Paths
+from tasks.mirror import MirrorSettings
+from tasks.platform import Platform
+from tasks.recipe import Build, Recipe
+
+# Bump when the meaning of a build changes (templates, environment): every package reruns.
+ENGINE_VERSION = 1
+
+
+class Plan(Protocol):
+    """The resolved recipe set a kind makes its tasks from (``tasks.loader.Project``)."""
+
+    paths: Paths
+    config: Config
+    platform: Platform
+    mirror: MirrorSettings
+    isolate: bool  # builds run without network (as root)
+    recipes: dict[str, Recipe]
+    builds: dict[str, Build]  # every step of this machine's plan, by task name
+    order: list[str]  # the builds in dependency order
+
+    def outputs(self, name: str) -> list[str]:
+        """The files a dependent of the build ``name`` has as file_dep ([]: order only)."""
+        ...
+
+    def build_of(self, recipe: str) -> Build | None:
+        """The build a recipe name stands for in this plan (a chain's last link), if any."""
+        ...
+
+
+class SortedSet(set):
+    """A set that iterates in sorted order (doit keeps file_dep in a plain set)."""
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(sorted(set.__iter__(self)))
+
+
+def make_task(name: str, actions: list | None, **fields: Any) -> Task:
+    """A doit ``Task`` whose file_dep iterates sorted, so ``doit list --deps`` and ``doit
+    info`` print the same on every run whatever ``PYTHONHASHSEED`` is."""
+    task = Task(name, actions, **fields)
+    task.file_dep = SortedSet(task.file_dep)
+    return task
+
+
+def on_listed_platform(recipe: Recipe, platform: str, config: Config) -> bool:
+    """The usual ``on_platform``: the recipe's ``platforms`` list ``platform``."""
+    return platform in recipe.platforms
+
+
+def dependency_inputs(plan: Plan, build: Build) -> tuple[list[str], list[str]]:
+    """``(file_dep, task_dep)`` for a build's dependencies: the files each dependency's kind
+    names as its outputs (a package's manifest, a stage's outputs), or, for a step without
+    output files (a checkpoint, a session step), the task itself, to order only."""
+    files: list[str] = []
+    order: list[str] = []
+    for dep in build.depends:
+        out = plan.outputs(dep)
+        if out:
+            files += out
+        else:
+            order.append(dep)
+    return files, order
+
+
+class Signature:
+    """uptodate: the recipe's normalised content and the platform are what they were at the
+    last successful build. ``doit info PKG`` shows which fields changed."""
+
+    def __init__(self, signature: dict[str, Any]):
+        # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
+        self.signature = signature
+        self.changed: list[str] | None = None
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        task.value_savers.append(lambda: {"signature": self.signature})
+        old = values.get("signature")
+        if old is None:
+            self.changed = ["never built"]
+        else:
+            keys = sorted(set(old) | set(self.signature))
+            self.changed = [k for k in keys if old.get(k) != self.signature.get(k)]
+        return not self.changed
+
+    def __str__(self) -> str:
+        if self.changed is None:
+            return "recipe signature"
+        if self.changed == ["never built"]:
+            return "recipe signature: never built"
+        return "recipe changed: " + ", ".join(self.changed) if self.changed else "recipe unchanged"
+
+    __repr__ = __str__
+
+
+def unconfirmed_meta(build: Build, what: str | None = None) -> dict[str, str] | None:
+    """The task ``meta`` that makes the run's preflight stop before a step whose version is
+    unconfirmed (``what`` names it; default: its version)."""
+    why = build.version.unconfirmed
+    if not why:
+        return None
+    return {"unconfirmed": f"{what or build.version.version}: {why}"}
+
+
+def files_of(recipe: Recipe) -> list[str]:
+    """The recipe file and its patches and files: a step reruns when one changes."""
+    paths: list[Path] = [recipe.path, *recipe.patch_paths(), *recipe.file_paths()]
+    return [str(p) for p in paths]

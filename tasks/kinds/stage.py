@@ -1,0 +1,285 @@
+"""kind = "stage": a make target of the Azure Linux toolkit (procedure A2-A5).
+
+``make <make_target> NAME=value...`` (``make_vars``) runs in ``<tree>/toolkit``, where the tree
+is the ``tree`` recipe among its ``depends``. file_dep: the outputs of its dependencies (the
+tree's record, an earlier stage's outputs, a package's manifest: ``go`` is its chain's last
+link); every stage also runs after every package (order only). Targets: ``outputs`` (paths
+in the tree); files whose names are not fixed (the ISO, ``outputs_glob``) are recorded with
+their digests in ``cache/stages/<name>.json``, the target, and an uptodate check compares
+them. ``env`` and ``path`` (prepended to PATH) may use the platform's variables and
+``${TREE}`` and ``${GO_BIN}`` (the directory of ``go`` in the go package's manifest; empty
+where the plan has no go package).
+
+Before every attempt its ``fresh`` paths are removed the safe way: the tree's
+``toolkit/scripts/safeunmount.sh`` unmounts what is mounted under them, the attempt is refused
+while anything is still mounted under the tree, and the delete never crosses a mount point.
+A failed attempt is retried (``retry.max_attempts``) only when its make output matches a
+retryable pattern (``retry.patterns``); each attempt logs to
+``cache/logs/<name>.<attempt>.log``. ``doit clean <name>`` removes its ``clean`` paths and its
+record, refused in the same way while anything is mounted under the tree. Like the tree,
+stages exist in the guest unless the config's ``azurelinux_stages`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from doit.task import Task
+
+from tasks.build import StepFailed, clean_paths
+from tasks.config import Config, Paths
+from tasks.fsutil import safe_rmtree
+from tasks.kinds import tree as tree_kind
+from tasks.kinds.base import Plan, Signature, dependency_inputs, make_task
+from tasks.platform import Platform
+from tasks.recipe import (
+    VARIABLES,
+    Build,
+    Checker,
+    Recipe,
+    RecipeError,
+    Version,
+    expand,
+    rel_paths,
+)
+from tasks.toolkit import (
+    SAFEUNMOUNT,
+    STAGES_VERSION,
+    AttemptAction,
+    OutputsRecorded,
+    go_bin,
+    record_path,
+    toolkit_on_platform,
+    write_record,
+)
+
+KEYS = frozenset({
+    "make_target", "make_vars", "env", "path", "outputs", "outputs_glob", "fresh", "clean",
+    "retry",
+})  # fmt: skip
+STAGE_VARIABLES = frozenset({"ROOT", "PREFIX", "LIBDIR", "TARGET", "JOBS", "PLATFORM"}) | {
+    "TREE",
+    "GO_BIN",
+}
+_NO_SOURCES = Version("0", ())
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    step: str
+    make_target: str
+    make_vars: dict[str, str]
+    env: dict[str, str]
+    path: tuple[str, ...]
+    outputs: tuple[str, ...]
+    outputs_glob: str | None
+    fresh: tuple[str, ...]
+    clean: tuple[str, ...]
+    max_attempts: int = 1
+    retry_patterns: tuple[str, ...] = ()
+
+    def signature(self) -> dict[str, Any]:
+        """What changes the stage's result. Retry, fresh and clean do not: editing them
+        does not rerun a five-hour stage."""
+        return {
+            "make_target": self.make_target,
+            "make_vars": dict(self.make_vars),
+            "env": dict(sorted(self.env.items())),
+            "path": list(self.path),
+            "outputs": list(self.outputs),
+            "outputs_glob": self.outputs_glob,
+        }
+
+
+def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
+    c.variables = STAGE_VARIABLES
+    try:
+        outputs = tuple(rel_paths(c, data, "outputs", "", "the tree"))
+        out_glob = c.typed(data, "outputs_glob", str, "", None)
+        if out_glob is not None and (out_glob.startswith("/") or ".." in Path(out_glob).parts):
+            c.err("outputs_glob", f"must be a pattern inside the tree, got {out_glob!r}")
+        if not outputs and not out_glob:
+            c.err("outputs", "missing: a stage needs outputs or outputs_glob")
+        make_target = c.typed(data, "make_target", str, "", "")
+        if not make_target:
+            c.err("make_target", "missing: the toolkit's make target")
+        retry = c.typed(data, "retry", dict, "", {})
+        c.keys(retry, {"max_attempts", "patterns"}, "retry.")
+        attempts = c.typed(retry, "max_attempts", int, "retry.", 1)
+        if attempts < 1:
+            c.err("retry.max_attempts", "must be at least 1")
+        patterns = c.str_list(retry, "patterns", "retry.", check_vars=False)
+        for i, p in enumerate(patterns):
+            try:
+                re.compile(p)
+            except re.error as e:
+                c.err(f"retry.patterns[{i}]", f"not a regular expression: {e}")
+        stage = Stage(
+            name=name,
+            step=c.typed(data, "step", str, "", ""),
+            make_target=make_target,
+            make_vars=c.str_table(data, "make_vars", ""),
+            env=c.str_table(data, "env", ""),
+            path=tuple(c.str_list(data, "path", "")),
+            outputs=outputs,
+            outputs_glob=out_glob,
+            fresh=tuple(rel_paths(c, data, "fresh", "", "the tree")),
+            clean=tuple(rel_paths(c, data, "clean", "", "the tree")),
+            max_attempts=max(attempts, 1),
+            retry_patterns=tuple(patterns),
+        )
+    finally:
+        c.variables = VARIABLES
+    # no sources and no shell phases: one implicit version "0"
+    return {"version": "0", "versions": {"0": _NO_SOURCES}, "spec": stage}
+
+
+def on_platform(recipe: Recipe, platform: str, config: Config) -> bool:
+    return toolkit_on_platform(recipe, platform, config)
+
+
+def _outputs(stage: Stage, tree: Path, paths: Paths) -> list[str]:
+    out = [str(tree / p) for p in stage.outputs]
+    if stage.outputs_glob:
+        out.append(str(record_path(paths, stage.name)))
+    return out
+
+
+def tree_of(plan: Plan, build: Build) -> Path:
+    """The directory of the tree recipe among the stage's dependencies."""
+    trees = [plan.builds[d] for d in build.depends if plan.builds[d].recipe.kind == "tree"]
+    if len(trees) != 1:
+        raise RecipeError(
+            build.recipe.path,
+            "depends",
+            f"a stage depends on exactly one tree recipe (the tree its make runs in), "
+            f"found {len(trees)}",
+        )
+    return tree_kind.directory(plan, trees[0])
+
+
+def outputs(plan: Plan, build: Build) -> list[str]:
+    """A stage's outputs: its output files, and the record of its globbed outputs."""
+    return _outputs(build.recipe.spec, tree_of(plan, build), plan.paths)
+
+
+class StageAction(AttemptAction):
+    """One toolkit stage: make, after a safe removal of its ``fresh`` paths; bounded retry."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        paths: Paths,
+        platform: Platform,
+        tree: Path,
+        go_package: str | None,
+        record: Path,
+    ):
+        super().__init__(stage.name, paths, platform, tree)
+        self.stage, self.go_package, self.record = stage, go_package, record
+        self.max_attempts, self.retry_patterns = stage.max_attempts, stage.retry_patterns
+
+    def __str__(self) -> str:
+        return f"stage {self.name} ({self.stage.step}): {self.command_line()}"
+
+    def command(self) -> list[str]:
+        return [
+            "make",
+            self.stage.make_target,
+            *(f"{k}={v}" for k, v in self.stage.make_vars.items()),
+        ]
+
+    def command_line(self) -> str:
+        return " ".join(self.command())
+
+    def stage_environment(self) -> dict[str, str]:
+        """The packages' environment, the caller's HOME, the stage's env and PATH entries."""
+        variables = {
+            **self.platform.variables(),
+            "TREE": str(self.tree.absolute()),
+            "GO_BIN": go_bin(self.paths, self.platform, self.go_package),
+        }
+        env = self.platform.build_env()
+        if os.environ.get("HOME"):
+            env["HOME"] = os.environ["HOME"]
+        env.update({k: expand(v, variables) for k, v in self.stage.env.items()})
+        extra = [expand(p, variables) for p in self.stage.path]
+        env["PATH"] = ":".join([p for p in extra if p] + [env["PATH"]])
+        return env
+
+    def _attempt(self, n: int) -> None:
+        tree = self.tree.absolute()
+        env = self.stage_environment()
+        self._note(f"environment: {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}")
+        script = tree / SAFEUNMOUNT
+        fresh = [tree / p for p in self.stage.fresh if (tree / p).exists()]
+        for path in fresh:
+            if script.is_file():
+                try:
+                    self._command("unmount", [str(script), str(path)], tree, env)
+                except StepFailed as e:  # the mount table decides, just below
+                    self._note(f"{script.name} failed ({e.detail}); checking the mount table")
+        self._refuse_mounted(
+            f"delete {', '.join(str(p) for p in fresh)}" if fresh else f"build in {tree}"
+        )
+        for path in fresh:
+            self._note(f"remove {path} (fresh for every attempt)")
+            self._step("clean", lambda p=path: safe_rmtree(p))
+        self._make_from = self._log.tell()
+        self._command("make", self.command(), tree / "toolkit", env)
+        self._step("outputs", lambda: self._check_outputs(tree))
+
+    def _check_outputs(self, tree: Path) -> None:
+        missing = [p for p in self.stage.outputs if not (tree / p).exists()]
+        if missing:
+            raise RuntimeError(f"make succeeded but did not make {', '.join(missing)}")
+        if self.stage.outputs_glob:
+            files = sorted(glob.glob(str(tree / self.stage.outputs_glob)))
+            if not files:
+                raise RuntimeError(f"make succeeded but nothing matches {self.stage.outputs_glob}")
+            self._note(f"recording {len(files)} output(s) in {self.record}")
+            write_record(self.record, tree, files)
+
+
+def clean_stage(
+    paths: Paths, tree: Path, name: str, clean: tuple[str, ...], record: Path, dryrun: bool = False
+) -> None:
+    """``doit clean <stage>``: remove the stage's outputs, so the next run makes them again;
+    refused while anything is mounted under the tree (the toolkit bind-mounts the host's
+    /dev under build/toolchain: unmount with its toolkit/scripts/safeunmount.sh)."""
+    clean_paths(paths, name, [tree / p for p in clean] + [record], dryrun, mount_root=tree)
+
+
+def tasks(plan: Plan, build: Build) -> list[Task]:
+    stage, paths, platform = build.recipe.spec, plan.paths, plan.platform
+    tree = tree_of(plan, build)
+    file_dep, order_only = dependency_inputs(plan, build)
+    record = record_path(paths, stage.name)
+    uptodate: list[Any] = [
+        Signature(
+            {"engine": STAGES_VERSION, "platform": platform.signature(), "stage": stage.signature()}
+        )
+    ]
+    if stage.outputs_glob:
+        uptodate.append(OutputsRecorded(record, tree))
+    go = plan.build_of("go")
+    packages = [n for n in plan.order if plan.builds[n].recipe.kind == "package"]
+    return [
+        make_task(
+            name=build.name,
+            actions=[StageAction(stage, paths, platform, tree, go.name if go else None, record)],
+            file_dep=file_dep,
+            targets=_outputs(stage, tree, paths),
+            uptodate=uptodate,
+            clean=[(clean_stage, [paths, tree, stage.name, stage.clean, record])],
+            # order only: every package before every stage
+            task_dep=order_only + [p for p in packages if p not in build.depends],
+            doc=f"{stage.step}  {build.recipe.description}: make {stage.make_target}".strip(),
+        )
+    ]
