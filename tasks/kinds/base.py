@@ -112,6 +112,8 @@ def unconfirmed_meta(build: Build, what: str | None = None) -> dict[str, str] | 
 
 
 def files_of(recipe: Recipe) -> list[str]:
-    """The recipe file and its patches and files: a step reruns when one changes."""
-    paths: list[Path] = [recipe.path, *recipe.patch_paths(), *recipe.file_paths()]
+    """The recipe's patches and files: a step reruns when one changes. Not the recipe file
+    itself: its normalised signature (``Signature``) decides, so a comment, key order,
+    whitespace, a URL, a description or a note reruns nothing."""
+    paths: list[Path] = [*recipe.patch_paths(), *recipe.file_paths()]
     return [str(p) for p in paths]
