@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -274,6 +275,7 @@ def main() -> None:
         print(f"clean build: {time.monotonic() - t:.0f} s", flush=True)
     mirror = f"mirrors = [{json.dumps(str(clean.root / 'mirror'))}]\n"
 
+    shutil.rmtree(args.work / "storm", ignore_errors=True)  # every storm starts from nothing
     project = real_project(args.work / "storm", *CHAIN)
     project.config('platform = "sandbox"\njobs = 2\n' + mirror)
     storm_rows: dict[str, Row] = {}
