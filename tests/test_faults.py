@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tasks import unpack as unpack_mod
-from tasks.recipe import RecipeError, parse_recipe
+from tasks.loader import parse_recipe
+from tasks.recipe import RecipeError
 from tasks.unpack import UnsafeArchive, unpack
 from tests.conftest import Project
 from tests.hostile import bombs, tarballs
