@@ -77,9 +77,10 @@ class Signature:
     """uptodate: the recipe's normalised content and the platform are what they were at the
     last successful build. ``doit info PKG`` shows which fields changed."""
 
-    def __init__(self, signature: dict[str, Any]):
+    def __init__(self, signature: dict[str, Any], recipe: Path | None = None):
         # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
         self.signature = signature
+        self.recipe = recipe  # named in the message (a package's recipe is no file_dep)
         self.changed: list[str] | None = None
 
     def __call__(self, task: Task, values: dict[str, Any]) -> bool:
@@ -97,7 +98,10 @@ class Signature:
             return "recipe signature"
         if self.changed == ["never built"]:
             return "recipe signature: never built"
-        return "recipe changed: " + ", ".join(self.changed) if self.changed else "recipe unchanged"
+        where = f" ({self.recipe})" if self.recipe else ""
+        if not self.changed:
+            return "recipe unchanged"
+        return f"recipe changed{where}: " + ", ".join(self.changed)
 
     __repr__ = __str__
 

@@ -68,7 +68,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             actions=[action],
             file_dep=file_dep + dep_files,
             targets=outputs(plan, build),
-            uptodate=[Signature(signature)],
+            uptodate=[Signature(signature, recipe.path)],
             clean=[(clean_package, [paths, build.name])],
             task_dep=order_only,
             doc=doc,
