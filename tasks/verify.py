@@ -5,7 +5,7 @@ package's own manifest. ``verify:PKG`` builds the package again from the same re
 and ROOT, in a fresh tree of its own (``cache/verify/PKG/``: build tree, stage and log),
 scans that stage as a build would, and compares the result with the installed manifest. It
 never touches ROOT, the manifest or the package's state; the tree is removed afterwards (the
-log stays). It fails listing every file that differs (content, mode, type, link target, only
+log stays, and the stage when it differs). It fails listing every file that differs (content, mode, type, link target, only
 in one of the two). The package is built first if it is not yet.
 """
 
@@ -76,6 +76,7 @@ class VerifyAction(BuildAction):
         if not installed.exists():
             return TaskFailed(f"verify {name}: {installed} is missing: build {name} first")
         build_dir, stage, log = self._dirs()
+        diff: list[str] = []
         failed = super().execute(out, err)
         try:
             if failed is not None:
@@ -87,12 +88,14 @@ class VerifyAction(BuildAction):
             diff = differences(manifest.read(installed), rebuilt)
         finally:
             safe_rmtree(build_dir)
-            safe_rmtree(stage)
+            if failed is not None or not diff:
+                safe_rmtree(stage)
         if diff:
             shown = "\n".join(f"  {d}" for d in diff)
             return TaskFailed(
                 f"verify {name}: not reproducible, {len(diff)} of {len(rebuilt)} entries differ "
-                f"from {installed} (log: {log}):\n{shown}"
+                f"from {installed} (log: {log}; the rebuild's files stay in {stage} to compare "
+                f"with ROOT):\n{shown}"
             )
         sys.stderr.write(
             f"verify {name}: reproducible ({len(rebuilt)} entries equal the installed manifest)\n"

@@ -33,7 +33,10 @@ def test_verify_reproducible_and_not(project: Project) -> None:
     assert "  usr/share/stamp: sha256 " in r.out
     assert "b.txt" not in r.out  # only what differs is listed
     assert untouched(project) == before
-    assert not (project.root / "cache" / "verify" / "b" / "stage").exists()
+    assert not (project.root / "cache" / "verify" / "a" / "stage").exists()
+    kept = project.root / "cache" / "verify" / "b" / "stage"
+    assert f"the rebuild's files stay in {kept.resolve()}" in r.out, r.out
+    assert next(kept.rglob("stamp")).read_text() != project.installed("share/stamp").read_text()
     assert (project.root / "cache" / "verify" / "b" / "b.log").is_file()
     assert ok(project.doit()).ran == []
 
