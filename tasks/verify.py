@@ -2,8 +2,10 @@
 
 live-bootstrap checks its packages against ``SHA256SUMS.pkgs``; here the reference is the
 package's own manifest. ``verify:PKG`` builds the package again from the same recipe, sources
-and ROOT, in a fresh tree of its own (``cache/verify/PKG/``: build tree, stage and log),
-scans that stage as a build would, and compares the result with the installed manifest. It
+and ROOT, in a fresh build tree at the path a build uses (``cache/build/PKG``: compilers
+record that path, so another one would differ; a tree left there by a failed build is
+replaced) with its own stage and log (``cache/verify/PKG/``), scans that stage as a build
+would, and compares the result with the installed manifest. It
 never touches ROOT, the manifest or the package's state; the tree is removed afterwards (the
 log stays, and the stage when it differs). It fails listing every file that differs (content, mode, type, link target, only
 in one of the two). The package is built first if it is not yet.
@@ -65,8 +67,10 @@ class VerifyAction(BuildAction):
         return f"verify {self.build.name} {self.build.version.version} ({self.platform.name})"
 
     def _dirs(self) -> tuple[Path, Path, Path]:
+        # the build tree at the path of a real build: compilers record it (autoconf's default
+        # -g puts it in the debug info, __FILE__ in the code), so another path differs
         top = (self.paths.cache / "verify" / self.build.name).resolve()
-        return top / "build", top / "stage", top / f"{self.build.name}.log"
+        return self.paths.build_dir(self.build.name).resolve(), top / "stage", top / "log"
 
     def execute(
         self, out: IO[str] | None = None, err: IO[str] | None = None

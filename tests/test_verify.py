@@ -37,7 +37,7 @@ def test_verify_reproducible_and_not(project: Project) -> None:
     kept = project.root / "cache" / "verify" / "b" / "stage"
     assert f"the rebuild's files stay in {kept.resolve()}" in r.out, r.out
     assert next(kept.rglob("stamp")).read_text() != project.installed("share/stamp").read_text()
-    assert (project.root / "cache" / "verify" / "b" / "b.log").is_file()
+    assert (project.root / "cache" / "verify" / "b" / "log").is_file()
     assert ok(project.doit()).ran == []
 
 
