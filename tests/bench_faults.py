@@ -55,10 +55,13 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def snapshot(top: Path) -> dict[str, str]:
-    """Path -> content digest / link target / 'dir' for everything under ``top``."""
+def snapshot(top: Path, same: tuple[bytes, bytes] = (b"", b"")) -> dict[str, str]:
+    """Path -> content digest / link target / 'dir' for everything under ``top``; with
+    ``same = (path, other)`` (two project paths of one length) the project's path inside
+    files and links is read as the other's: builds record their prefix."""
     import hashlib
 
+    old, new = same
     out: dict[str, str] = {}
     if not top.exists():
         return out
@@ -67,12 +70,19 @@ def snapshot(top: Path) -> dict[str, str]:
             p = Path(dirpath, name)
             rel = str(p.relative_to(top))
             if p.is_symlink():
-                out[rel] = "-> " + os.readlink(p)
+                out[rel] = "-> " + os.readlink(p).replace(old.decode(), new.decode())
             elif p.is_dir():
                 out[rel] = "dir"
             else:
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+                data = p.read_bytes()
+                out[rel] = hashlib.sha256(data.replace(old, new) if old else data).hexdigest()
     return out
+
+
+def manifest_shape(path: Path) -> dict[str, tuple]:
+    """A manifest's entries without their sha256 (compared through ``snapshot``)."""
+    files = json.loads(path.read_text())["files"]
+    return {k: (v["type"], v.get("mode"), v.get("target")) for k, v in files.items()}
 
 
 def reuse(root: Path) -> Project:
@@ -153,7 +163,7 @@ def one_trial(
         what = f"at {point}"
     proc = project.popen(*jobs, env=env)
     if how == "time":
-        delay = rng.uniform(0.3, 30)
+        delay = rng.uniform(0.3, 15)
         what = f"after {delay:.1f} s"
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=delay)
@@ -195,7 +205,8 @@ def plan(kills: int, terms: int) -> list[tuple[str, int, str, list[str]]]:
     """(row, signal, how, doit args) in order: SIGTERM and SIGINT under -n 2 while pcre2 is
     being built, then SIGKILLs (random times, log lines, the `unpacked` point); halfway, a kill
     at pcre2's `manifest-written` point (its build completes there), so that the second half
-    hits grep's build with pcre2 finished; last a kill at grep's `manifest-written`."""
+    hits grep's build with pcre2 finished (``storm`` cleans grep whenever both are done); last
+    a kill at grep's `manifest-written`."""
     out = [("SIGTERM -n 2", signal.SIGTERM, "time", ["-n", "2"])] * terms
     out += [("SIGINT -n 2", signal.SIGINT, "time", ["-n", "2"])] * terms
     for i in range(kills):
@@ -208,7 +219,12 @@ def plan(kills: int, terms: int) -> list[tuple[str, int, str, list[str]]]:
 
 
 def storm(project: Project, rows: dict[str, Row], steps: list, rng: random.Random) -> None:
+    """Run the trials; whenever the chain is complete, ``doit clean grep`` so that the next
+    kills hit grep's build with pcre2 finished (pcre2 must then never be rebuilt)."""
     for i, (fault, sig, how, jobs) in enumerate(steps):
+        if all(complete(project, n) for n in CHAIN):
+            r = project.doit("clean", CHAIN[-1])
+            assert r.code == 0, r.out + r.err
         row = rows.setdefault(fault, Row(fault))
         survived, rebuilt, what = one_trial(project, rng, how, sig, jobs)
         row.tries += 1
@@ -220,16 +236,26 @@ def storm(project: Project, rows: dict[str, Row], steps: list, rng: random.Rando
               flush=True)  # fmt: skip
 
 
-def finish(project: Project, clean: Project, row: Row) -> None:
+def finish(project: Project, config: str, row: Row) -> None:
+    """One run to the end; then ROOT and the manifests must equal those of a clean build made
+    afterwards at the same path (builds record their path: ELF build-ids differ elsewhere)."""
     r = project.doit(timeout=3600)
     if r.code != 0:
         row.notes.append(f"final run failed: {r.out[-500:]}{r.err[-500:]}")
         row.bad_files += 1
         return
-    ref, got = snapshot(clean.sandbox_root), snapshot(project.sandbox_root)
-    diff = sorted(k for k in ref.keys() | got.keys() if ref.get(k) != got.get(k))
+    done = project.root.with_name(project.root.name + ".done")
+    shutil.rmtree(done, ignore_errors=True)
+    project.root.rename(done)
+    ref = real_project(project.root, *CHAIN)
+    ref.config(config)
+    r = ref.doit(timeout=3600)
+    assert r.code == 0, r.out + r.err
+    want, got = snapshot(ref.sandbox_root), snapshot(done / "cache" / "sandbox" / "root")
+    diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
     for name in CHAIN:
-        if project.manifest(name).read_bytes() != clean.manifest(name).read_bytes():
+        mine = done / "cache" / "manifests" / f"{name}.json"
+        if mine.read_bytes() != ref.manifest(name).read_bytes():
             diff.append(f"manifest {name}")
     row.bad_files += len(diff)
     if diff:
@@ -275,13 +301,15 @@ def main() -> None:
         print(f"clean build: {time.monotonic() - t:.0f} s", flush=True)
     mirror = f"mirrors = [{json.dumps(str(clean.root / 'mirror'))}]\n"
 
-    shutil.rmtree(args.work / "storm", ignore_errors=True)  # every storm starts from nothing
+    for old in ("storm", "storm.done"):  # every storm starts from nothing
+        shutil.rmtree(args.work / old, ignore_errors=True)
     project = real_project(args.work / "storm", *CHAIN)
-    project.config('platform = "sandbox"\njobs = 2\n' + mirror)
+    config = 'platform = "sandbox"\njobs = 2\n' + mirror
+    project.config(config)
     storm_rows: dict[str, Row] = {}
     storm(project, storm_rows, plan(args.kills, args.terms), rng)
     final = Row("final")
-    finish(project, clean, final)
+    finish(project, config, final)
     for row in storm_rows.values():
         row.bad_files, row.notes = final.bad_files, row.notes + final.notes
         rows.append(row)

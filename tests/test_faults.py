@@ -333,13 +333,14 @@ def test_kill_storm_over_the_real_chain(tmp_path: Path, archive: str) -> None:
     clean = real_project(tmp_path / "clean", *CHAIN)
     ok(clean.doit(timeout=3600))
     project = real_project(tmp_path / "storm", *CHAIN)
-    project.config(
+    config = (
         f'platform = "sandbox"\njobs = 2\nmirrors = [{json.dumps(str(clean.root / "mirror"))}]\n'
     )
+    project.config(config)
     rows: dict = {}
     storm(project, rows, plan(kills=6, terms=2), random.Random(int(os.environ.get("SEED", "1"))))
     final = Row("final")
-    finish(project, clean, final)
+    finish(project, config, final)
     for row in rows.values():
         assert (row.survived, row.work_lost) == (row.tries, 0), row
     assert final.bad_files == 0, final.notes
