@@ -6,14 +6,18 @@ Every step is a recipe in ``recipes/`` of one *kind*; one module per concept:
                 file and field); the keys every recipe has and the package keys
 - ``loader``    the one loader: recipe files -> validated recipes (``load_recipes``) -> this
                 machine's plan (``Project``) -> doit tasks (what ``dodo.py`` calls)
-- ``kinds``     one module per kind of recipe (package, checkpoint, session, tree, stage)
-                and the registry; ``kinds/__init__.py`` says what a kind module provides
+- ``kinds``     one module per kind of recipe (package, checkpoint, session, tree, stage,
+                git, distfiles) and the registry; ``kinds/__init__.py`` says what a kind module provides
 - ``graph``     dependency resolution, cycles, topological order
 - ``config``    the optional project config file ``azl-bootstrap.toml``
 - ``platform``  where the build runs (sandbox, guest; host steps off the guest) and its
                 variables
 - ``download``  verified, resumable downloads into the mirror
 - ``mirror``    fetch tasks' action: mirrors, URLs, Debian's pool, git snapshots
+- ``gitpin``    a git commit id as a content pin: verified checkouts (with submodules) from
+                mirrors, bundles, URLs or tree-verified snapshot tarballs
+- ``lbsources`` live-bootstrap's ``steps/*/sources`` lines as mirror sources
+- ``lbmirror``  live-bootstrap's distfile list at a pinned commit; its layout for rootfs.py
 - ``unpack``    safe tar extraction (members cannot escape their directory)
 - ``buildsys``  build-system templates (autotools, meson, cmake, make, script)
 - ``build``     the build of one package: unpack, patch, configure, compile, install,

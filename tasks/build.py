@@ -28,7 +28,7 @@ from typing import IO, Any
 from doit.action import BaseAction
 from doit.exceptions import TaskError, TaskFailed
 
-from tasks import adopt, buildsys, faultpoint, lock, manifest
+from tasks import adopt, buildsys, faultpoint, jobserver, lock, manifest
 from tasks.config import Paths
 from tasks.fsutil import MountedError, mounts_under, safe_rmtree
 from tasks.platform import Platform
@@ -48,6 +48,12 @@ class StepFailed(Exception):
 
 class BuildAction(BaseAction):
     """Build ``build`` for ``platform`` (a picklable action: it runs under ``-P process`` too)."""
+
+    # while the build holds its job slots (tasks.jobserver): JOBS and MAKEFLAGS for its
+    # commands, and the jobserver's pipe they inherit (class defaults: subclasses that run
+    # commands without slots, like the toolkit's stages, pass nothing)
+    _jobs: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
+    _pass_fds: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -89,6 +95,7 @@ class BuildAction(BaseAction):
             "BUILDDIR": str(build_dir),
             "SRCDIR": str(build_dir / "src"),
             "DESTDIR": str(stage),
+            **({"JOBS": self._jobs["JOBS"]} if self._jobs else {}),
         }
 
     def environment(self, variables: dict[str, str]) -> dict[str, str]:
@@ -100,6 +107,7 @@ class BuildAction(BaseAction):
             }
         )
         env["HOME"] = variables["BUILDDIR"]
+        env.update(self._jobs)
         if self.isolate_network and not self.build.recipe.network:
             env["AZL_NO_NETWORK"] = "1"
         env.update({k: expand(v, variables) for k, v in self.build.env.items()})
@@ -131,7 +139,8 @@ class BuildAction(BaseAction):
             self._log = log
             self._tee = out
             try:
-                self._run(build_dir, stage)
+                with self._job_slots():
+                    self._run(build_dir, stage)
             except StepFailed as e:
                 return self._failure(e, log_path)
             except Exception as e:  # noqa: BLE001 - reported to the user with the log
@@ -139,6 +148,7 @@ class BuildAction(BaseAction):
         return None
 
     def _run(self, build_dir: Path, stage: Path) -> None:
+        started = time.monotonic()
         b, variables = self.build, self.variables()
         env = self.environment(variables)
         src = build_dir / "src"
@@ -183,6 +193,20 @@ class BuildAction(BaseAction):
         if not self.keep_build:
             safe_rmtree(build_dir)
         self._note("done")
+        # stored with the task's state: the next run starts long packages first
+        self.values["seconds"] = round(time.monotonic() - started, 1)
+
+    @contextlib.contextmanager
+    def _job_slots(self):  # noqa: ANN202
+        """Hold this build's share of the run's job budget (``tasks.jobserver``)."""
+        r = self.build.recipe
+        joins = r.build_system in ("autotools", "make") and "compile" not in r.script
+        with jobserver.slots(self.platform.jobs, joins) as (_, env, js):
+            self._jobs, self._pass_fds = env, js.fds
+            try:
+                yield
+            finally:
+                self._jobs, self._pass_fds = {}, ()
 
     def _unpack(self, build_dir: Path, src: Path) -> None:
         for source in self.build.version.sources:
@@ -223,6 +247,7 @@ class BuildAction(BaseAction):
             proc = subprocess.Popen(
                 [sys.executable, SUPERVISOR, *argv], cwd=cwd, env=env, stdin=lifeline_r,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=self._pass_fds,
             )  # fmt: skip
         except OSError as e:
             os.close(lifeline_w)
@@ -273,6 +298,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 def stop_all_builds() -> None:
     """Stop every running build command (called from the main thread's SIGINT/SIGTERM
     handler: under ``doit -n N`` the builds wait in worker threads that never see it)."""
+    jobserver.STOP.set()  # builds waiting for a job slot give up
     for proc in list(RUNNING):
         kill_group(proc)
 

@@ -22,7 +22,7 @@ def _autotools(b: Build, v: dict[str, str]) -> dict[str, list[Command]]:
     ]
     return {
         "configure": [configure + b.configure_args],
-        "compile": [["make", f"-j{v['JOBS']}"] + b.make_args],
+        "compile": [["make"] + b.make_args],  # parallel through the jobserver (MAKEFLAGS)
         "install": [["make", f"DESTDIR={v['DESTDIR']}", "install"] + b.install_args],
     }
 
@@ -54,7 +54,7 @@ def _cmake(b: Build, v: dict[str, str]) -> dict[str, list[Command]]:
 
 def _make(b: Build, v: dict[str, str]) -> dict[str, list[Command]]:
     return {
-        "compile": [["make", f"-j{v['JOBS']}"] + b.make_args],
+        "compile": [["make"] + b.make_args],  # parallel through the jobserver (MAKEFLAGS)
         "install": [
             ["make", f"DESTDIR={v['DESTDIR']}", f"PREFIX={v['PREFIX']}", "install"] + b.install_args
         ],

@@ -7,16 +7,22 @@ is seen; a file with a new stat key is re-hashed, and only a different digest is
 (``touch`` alone rebuilds nothing).
 
 Each file is hashed at most once per run, however many tasks depend on it (an in-process
-memo), and at most once after a ``touch`` across runs (a persistent cache of stat key ->
+memo; under ``doit -n`` a lock per path makes a second thread wait for the first one's
+digest instead of reading the file again), and at most once after a ``touch`` across runs (a persistent cache of stat key ->
 digest, ``cache/state/digests.json``, written atomically at exit). doit never re-saves the
 state of an up-to-date task, so without the persistent cache a touched file would be
 re-hashed on every run (pydoit/doit#431).
+
+Files are read with ``readinto`` into a page-aligned buffer (an anonymous ``mmap``, one per
+thread) and hashed from it without copies: a ``bytearray`` buffer that sits off a page
+boundary reads several times slower on some kernels.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import mmap
 import os
 import threading
 
@@ -29,6 +35,9 @@ _lock = threading.Lock()
 _memo: dict[str, str] = {}  # "path\0mtime_ns\0ctime_ns\0size\0ino" -> digest
 _cache_path: str | None = None
 _dirty = False
+_path_locks: dict[str, threading.Lock] = {}  # one hasher per file at a time
+_local = threading.local()  # each thread's read buffer
+BUFFER_SIZE = 1 << 20
 hashed_bytes = 0  # bytes read for hashing in this process (for tests and benchmarks)
 
 
@@ -74,23 +83,41 @@ def _key(path: str, st: os.stat_result) -> str:
 
 def file_digest(path: str, st: os.stat_result | None = None) -> str:
     """xxh3_128 of a file's content, memoised on its stat key."""
-    global _dirty, hashed_bytes
+    global _dirty
     st = st or os.stat(path)
     key = _key(path, st)
     digest = _memo.get(key)
-    if digest is None:
-        h = xxhash.xxh3_128()
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
+    if digest is not None:
+        return digest
+    with _lock:
+        path_lock = _path_locks.setdefault(key, threading.Lock())
+    with path_lock:  # another thread hashing this file: wait for its digest
+        digest = _memo.get(key)
+        if digest is None:
+            digest = _hash(path)
+            with _lock:
+                _memo[key] = digest
+                _dirty = True
+    with _lock:
+        _path_locks.pop(key, None)
+    return digest
+
+
+def _hash(path: str) -> str:
+    global hashed_bytes
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = mmap.mmap(-1, BUFFER_SIZE)  # page-aligned
+    view = memoryview(buf)
+    h = xxhash.xxh3_128()
+    try:
         with open(path, "rb", buffering=0) as f:
             while n := f.readinto(buf):
-                h.update(view[:n])
+                h.update(view[:n] if n < BUFFER_SIZE else view)
                 hashed_bytes += n
-        digest = h.hexdigest()
-        with _lock:
-            _memo[key] = digest
-            _dirty = True
-    return digest
+    finally:
+        view.release()
+    return h.hexdigest()
 
 
 def _stat_state(st: os.stat_result) -> list[int]:

@@ -61,3 +61,23 @@ def to_dot(edges: Mapping[str, Iterable[str]], labels: Mapping[str, str], title:
     for node in sorted(edges):
         lines += [f"  {q(node)} -> {q(dep)};" for dep in sorted(edges[node])]
     return "\n".join(lines) + "\n}\n"
+
+
+def critical_first(
+    edges: Mapping[str, Iterable[str]], cost: Callable[[str], float], order: list[str]
+) -> list[str]:
+    """``order`` re-ranked so that a package with the longest remaining path (its own cost
+    plus the costliest chain of packages that wait for it) comes first: among the packages
+    ready at a moment, starting those on the critical path first shortens a parallel run.
+    Ties keep ``order``; dependencies still run first (the scheduler sees to that)."""
+    dependents: dict[str, list[str]] = {n: [] for n in edges}
+    for node, deps in edges.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(node)
+    level: dict[str, float] = {}
+    for node in reversed(order):  # dependents come later in ``order``: already levelled
+        level[node] = cost(node) + max(
+            (level.get(m, 0.0) for m in dependents.get(node, ())), default=0.0
+        )
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(order, key=lambda n: (-level[n], rank[n]))

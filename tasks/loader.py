@@ -34,11 +34,12 @@ from doit.exceptions import InvalidDodoFile
 from doit.task import Task
 from doit.tools import config_changed
 
-from tasks import checker
+from tasks import checker, recipecache, state
 from tasks.build import stop_all_builds
 from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
-from tasks.graph import find_cycle, to_dot, topo_order
+from tasks.gitpin import offline_missing
+from tasks.graph import critical_first, find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
 from tasks.kinds.base import make_task as _task
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
@@ -157,6 +158,7 @@ class Project:
 
     def __init__(self, project: Path):
         self.paths = Paths(project)
+        recipe_cache = recipecache.RecipeCache(self.paths.state / "recipes.cache")
         errors: list[RecipeError] = []
         try:
             self.config: Config = load_config(project)
@@ -164,7 +166,8 @@ class Project:
             errors.append(e)
             self.config = Config()
         try:
-            self.recipes: dict[str, Recipe] = load_recipes(self.paths.recipes)
+            # parsed and validated once per change of recipes/ (tasks.recipecache)
+            self.recipes: dict[str, Recipe] = recipe_cache.load(self.paths.recipes, load_recipes)
         except RecipeErrors as e:
             raise RecipeErrors(errors + e.errors) from None
         if errors:
@@ -181,6 +184,7 @@ class Project:
         if errors:
             raise RecipeErrors(errors)
         self.builds = self._resolve()
+        self._outputs: dict[str, list[str]] = {}
         self.order = topo_order({n: b.depends for n, b in self.builds.items()}, key=self._step_key)
         offline = (
             self.config.offline
@@ -194,6 +198,7 @@ class Project:
         self.mirror = MirrorSettings.make(
             self.config.mirrors, self.config.debian_archive, offline, project
         )
+        recipe_cache.save()  # everything validated: remember the parsed recipes
 
     def _step_key(self, name: str) -> tuple[int, int, str]:
         """The procedure's order, then the name."""
@@ -234,9 +239,13 @@ class Project:
         return self.builds[name] if name else None
 
     def outputs(self, name: str) -> list[str]:
-        """The files a dependent of the build ``name`` has as file_dep ([]: order only)."""
-        build = self.builds[name]
-        return KINDS[build.recipe.kind].outputs(self, build)
+        """The files a dependent of the build ``name`` has as file_dep ([]: order only);
+        asked once per dependency edge, so worked out once per build."""
+        out = self._outputs.get(name)
+        if out is None:
+            build = self.builds[name]
+            out = self._outputs[name] = KINDS[build.recipe.kind].outputs(self, build)
+        return list(out)
 
     def tasks(self) -> Iterator[Task]:
         """Every task of the plan; a mistake only visible in the plan (a stage without its
@@ -249,20 +258,39 @@ class Project:
             ]
         except (RecipeError, RecipeErrors) as e:
             raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
-        yield from self._fetch_tasks()
+        # doit offers ready tasks in the order of the groups' dependencies (and a package
+        # becomes ready when its fetch is done): the longest remaining chain first, by the
+        # times the last builds recorded, which shortens a parallel run
+        seconds = state.recorded_seconds(self.paths.state)
+        edges = {n: b.depends for n, b in self.builds.items()}
+        ranked = critical_first(edges, lambda n: seconds.get(n, 1.0), self.order)
+        rank = {n: i for i, n in enumerate(ranked)}
+        yield from self._fetch_tasks(rank)
         yield from steps
         yield self._graph_task()
         host = [n for n in self.order if self.builds[n].platform == "host"]
         # fetch every source before building anything: a missing file stops the run early
+        # (the sources of this platform's steps: the host's, e.g. live-bootstrap's
+        # distfiles, are fetched by `doit mirror` or by the host step that needs them);
+        # a group task does no work: up to date, so a no-op neither reruns nor records it
+        by_rank = sorted(self.sources.items(), key=lambda kv: rank.get(kv[1][1], 0))
+        fetches = [f"mirror:{f}" for f, _ in by_rank if f not in self.host_only]
         yield _task(
             name="all",
             actions=None,
-            task_dep=["mirror", *(n for n in self.order if n not in host)],
+            task_dep=[*fetches, f"mirror:{SUMS}", *(n for n in ranked if n not in host)],
+            uptodate=[True],
             doc="build every step of this platform"
             + ("" if self.platform.name == "guest" else " (the host's: doit host)"),
         )
         if self.platform.name != "guest":
-            yield _task(name="host", actions=None, task_dep=host, doc="run every host step")
+            yield _task(
+                name="host",
+                actions=None,
+                task_dep=[n for n in ranked if n in host],
+                uptodate=[True],
+                doc="run every host step",
+            )
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
         """Checked before a run starts, so it stops before building anything: no package of
@@ -289,6 +317,18 @@ class Project:
                 + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
                 "or name a local mirror in azl-bootstrap.toml."
             )
+        absent = [
+            f"{n}: {why}"
+            for n in sorted(names)
+            if self.mirror.offline and (pin := (tasks[n].meta or {}).get("pin"))
+            if (why := offline_missing(*pin))
+        ]
+        if absent:
+            problems.append(
+                f"offline, and {len(absent)} pinned git checkout(s) of this run are in no local "
+                "mirror:\n  " + "\n  ".join(absent) + "\nPut a bare repository, a bundle or a "
+                "snapshot (tasks.gitpin.make_snapshot) of the commit into mirror/."
+            )
         return "\n".join(problems) + "\nNothing was built." if problems else None
 
     def _sources(self) -> dict[str, tuple[Source, str]]:
@@ -296,10 +336,18 @@ class Project:
         packages may share a file only with the same sha256 (``RecipeErrors`` otherwise)."""
         owners: dict[str, tuple[Source, str]] = {}
         errors = []
+        self.host_only: set[str] = set()  # files that only host steps need
+        needed_off_host: set[str] = set()
         for name in self.order:
-            if self.builds[name].version.unconfirmed:
+            build = self.builds[name]
+            if build.version.unconfirmed:
                 continue  # nothing to verify it against: never fetched
-            for src in self.builds[name].version.sources:
+            kind = KINDS[build.recipe.kind]
+            # a kind may list sources the recipe cannot (live-bootstrap's distfiles)
+            found = kind.sources(self, build) if hasattr(kind, "sources") else build.version.sources
+            for src in found:
+                if build.platform != "host":
+                    needed_off_host.add(src.file)
                 if src.file not in owners:
                     owners[src.file] = (src, name)
                 elif owners[src.file][0].sha256 != src.sha256:
@@ -314,12 +362,14 @@ class Project:
                     )
         if errors:
             raise RecipeErrors(errors)
+        self.host_only = set(owners) - needed_off_host
         return owners
 
-    def _fetch_tasks(self) -> Iterator[Task]:
-        """One fetch task per source, mirror/SHA256SUMS, and the group ``mirror``."""
+    def _fetch_tasks(self, rank: dict[str, int]) -> Iterator[Task]:
+        """One fetch task per source (in the order of the packages' ``rank``),
+        mirror/SHA256SUMS, and the group ``mirror``."""
         names = []
-        for src, name in self.sources.values():
+        for src, name in sorted(self.sources.values(), key=lambda s: rank.get(s[1], 0)):
             names.append(f"mirror:{src.file}")
             yield _task(
                 name=f"mirror:{src.file}",
@@ -332,18 +382,25 @@ class Project:
             )
         sums = {f: src.sha256 for f, (src, _) in self.sources.items()}
         sums_file = self.paths.mirror / SUMS
+        # one SHA256SUMS for both halves: every file of the plan that is in mirror/ (the host
+        # steps' files are written in by `doit mirror` and by the step that fetched them)
         yield _task(
             name=f"mirror:{SUMS}",
             subtask_of="mirror",
-            actions=[(write_sums, [sums_file, sums])],
-            file_dep=[str(self.paths.mirror / f) for f in sums],
+            actions=[(write_sums, [sums_file, sums, self.paths.mirror])],
+            file_dep=[str(self.paths.mirror / f) for f in sums if f not in self.host_only],
             targets=[str(sums_file)],
             uptodate=[config_changed(sums)],
             doc="mirror/SHA256SUMS for sha256sum -c",
         )
         names.append(f"mirror:{SUMS}")
         yield _task(
-            name="mirror", actions=None, task_dep=names, has_subtask=True, doc="fetch every source"
+            name="mirror",
+            actions=None,
+            task_dep=names,
+            has_subtask=True,
+            uptodate=[True],
+            doc="fetch every source",
         )
 
     def _graph_task(self) -> Task:

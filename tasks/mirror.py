@@ -9,9 +9,11 @@ live-bootstrap's ``mirror.sh`` makes it. Every file is verified by sha256 before
 under its final name.
 
 A fetch task is up to date while the file's stat key (size, mtime, ctime, inode) equals the one
-recorded when it was last verified: a no-op run hashes nothing. Any change to the file (a hand
-edit, bit rot noticed by a copy, a file replaced) makes the task run, which re-verifies it and
-fetches it again if its hash is wrong.
+recorded when it was last verified: a no-op run hashes nothing. After a ``touch`` (a new stat
+key, the same bytes) the file's xxh3 digest, recorded when it was verified, recognises it
+without a sha256 pass (the digest is the checker's, so the packages that depend on the file
+reuse it). Any change to the bytes (a hand edit, bit rot noticed by a copy, a file replaced)
+makes the task run, which re-verifies it by sha256 and fetches it again if its hash is wrong.
 
 Offline (the default in the guest) nothing touches the network: only ``mirror/`` and local
 mirrors are used, and a run whose sources are missing stops before any task, listing them all.
@@ -23,7 +25,6 @@ import hashlib
 import os
 import re
 import subprocess
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,8 @@ from urllib.parse import unquote, urlparse
 
 from doit.exceptions import TaskFailed
 
-from tasks import lock
+from tasks import checker, lock, uptodate
 from tasks.config import Paths
-from tasks.download import FetchError, debian_archive_uri, fetch, sha256_file
 from tasks.fsutil import atomic_write
 from tasks.recipe import Source
 
@@ -74,6 +74,8 @@ def fetch_source(
 ) -> dict[str, Any] | TaskFailed:
     """Action of ``mirror:<file>``: keep a verified copy, or fetch one. Returns (as the task's
     saved values) the stat key that marks the file verified and where it came from."""
+    from tasks.download import FetchError, debian_archive_uri, fetch, sha256_file  # requests
+
     lock.acquire(paths.state)
     dest = paths.mirror / source.file
     notes: list[str] = []
@@ -83,6 +85,7 @@ def fetch_source(
             return {
                 "verified": _stat_key(dest),
                 "sha256": source.sha256,
+                "xxh3": checker.file_digest(str(dest)),
                 "origin": "mirror/",
                 "bytes": 0,
             }
@@ -114,6 +117,7 @@ def fetch_source(
     return {
         "verified": _stat_key(dest),
         "sha256": source.sha256,
+        "xxh3": checker.file_digest(str(dest)),
         "origin": origin,
         "bytes": size,
         "notes": notes,
@@ -122,6 +126,8 @@ def fetch_source(
 
 def pinned_by(source: Source, recipes: Path) -> str:
     """Which recipe file and field pin ``source``'s sha256 (for a mismatch message)."""
+    import tomllib  # only on this failure path
+
     found = []
     for path in sorted(recipes.rglob("*.toml")):
         try:
@@ -168,6 +174,8 @@ def git_snapshot(source: Source, paths: Paths, dest: Path) -> str:
     """Make ``dest`` as ``git archive --prefix <repo>-<ref>/ <ref>`` of a clone kept under
     ``cache/git/``, compressed with ``gzip -n`` / ``xz -T1`` (reproducible, as live-bootstrap's
     ``mirror.sh``), and verify it like any download."""
+    from tasks.download import FetchError
+
     assert source.git and source.ref
     clone = paths.git / source.git.split("://", 1)[-1].strip("/")
     run = lambda *a: subprocess.run(a, capture_output=True, text=True)  # noqa: E731
@@ -228,32 +236,44 @@ def local_path(file_url: str) -> Path:
 
 
 class Verified:
-    """uptodate: the mirror file is the one verified last time, against this sha256 (stat
-    only, no hashing; a recipe that pins a new sha256 for the same name re-verifies)."""
+    """uptodate: the mirror file is the one verified last time, against this sha256: the same
+    stat key (no hashing), or else the same xxh3 digest (a touched file; the digest is
+    memoised for the run and across runs). A recipe that pins a new sha256 re-verifies."""
+
+    __signature__ = uptodate.SIGNATURE
 
     def __init__(self, path: Path, sha256: str):
         self.path, self.sha256 = path, sha256
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        if values.get("sha256") != self.sha256:
+            return False
         try:
-            return values.get("sha256") == self.sha256 and values.get("verified") == _stat_key(
-                self.path
-            )
+            st = os.stat(self.path)
         except OSError:
             return False
+        if values.get("verified") == [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]:
+            return True
+        digest = values.get("xxh3")
+        return digest is not None and checker.file_digest(str(self.path), st) == digest
 
     def __str__(self) -> str:
         return f"{self.path} verified (sha256 {self.sha256[:12]}...) and unchanged since"
 
 
-def write_sums(path: Path, sums: dict[str, str]) -> None:
-    """``mirror/SHA256SUMS`` in the format ``sha256sum -c`` reads (sorted by file name)."""
+def write_sums(path: Path, sums: dict[str, str], only_in: Path | None = None) -> None:
+    """``mirror/SHA256SUMS`` in the format ``sha256sum -c`` reads (sorted by file name); with
+    ``only_in``, the files that are there (a file is there only once verified)."""
+    if only_in is not None:
+        sums = {f: h for f, h in sums.items() if (only_in / f).exists()}
     atomic_write(path, "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode())
 
 
 def missing_sources(tasks: dict[str, Any], names: set[str], settings: MirrorSettings) -> list[str]:
     """Offline preflight: for the fetch tasks among ``names`` whose file is neither in
     ``mirror/`` nor in a local mirror, one report paragraph each."""
+    from tasks.download import debian_archive_uri
+
     report = []
     for name in sorted(names):
         meta = tasks[name].meta or {}

@@ -92,13 +92,22 @@ def default_jobs() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    try:
-        import psutil
-
-        cores = min(cores, max(1, psutil.virtual_memory().available // (2 << 30)))
-    except ImportError:  # the guest may not have psutil yet
-        pass
+    available = _mem_available()
+    if available is not None:
+        cores = min(cores, max(1, available // (2 << 30)))
     return max(1, cores)
+
+
+def _mem_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes of memory available for new work (the kernel's MemAvailable), or None."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _guest_env(steps: Path) -> dict[str, str]:

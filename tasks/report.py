@@ -12,7 +12,6 @@ from typing import Any
 
 from doit.exceptions import InvalidTask
 from doit.reporter import ConsoleReporter
-from tqdm import tqdm
 
 from tasks import lock
 
@@ -50,6 +49,8 @@ class Reporter(ConsoleReporter):
         if problem:
             raise InvalidTask(problem)
         tty = getattr(self.outstream, "isatty", lambda: False)() and sys.stderr.isatty()
+        if tty:
+            from tqdm import tqdm  # only for a terminal: a no-op in a pipe never imports it
         self.bar = (
             tqdm(
                 total=len(self.counted),
@@ -80,7 +81,7 @@ class Reporter(ConsoleReporter):
 
     def skip_uptodate(self, task: Any) -> None:
         self._tick(task)
-        if self.bar is None:
+        if self.bar is None and task.actions:  # a group task (``all``) says nothing
             super().skip_uptodate(task)
 
     def skip_ignore(self, task: Any) -> None:

@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
             )
             return 126
     try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        # close_fds=False: the jobserver's pipe (passed by doit) reaches make
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=False)
     except OSError as e:
         sys.stderr.write(f"cannot run {argv[0]!r}: {e.strerror}\n")
         return 127

@@ -21,7 +21,7 @@ from typing import IO, Any
 from doit.exceptions import TaskError, TaskFailed
 from doit.task import Task
 
-from tasks import checker, lock, manifest
+from tasks import checker, lock, manifest, uptodate
 from tasks.build import TAIL_LINES, BuildAction, StepFailed
 from tasks.config import Config, Paths
 from tasks.fsutil import atomic_write, mounts_under
@@ -46,11 +46,13 @@ class Fix:
 
 @dataclass(frozen=True)
 class Tree:
-    """A tree recipe's own data (kind "tree"); its snapshot is the version's one source."""
+    """A tree recipe's own data (kind "tree"): a git commit pin, or a snapshot that is the
+    version's one source."""
 
     dirs: dict[str, str]  # platform -> directory (relative: to the project)
     target: str  # a file the tree's git repository tracks
     fixes: tuple[Fix, ...]
+    pin: Any = None  # tasks.gitpin.Pin: the commit (and tree id) the tree is checked out at
 
 
 def toolkit_on_platform(recipe: Recipe, platform: str, config: Config) -> bool:
@@ -223,6 +225,8 @@ def write_record(record: Path, tree: Path, files: list[str]) -> None:
 class OutputsRecorded:
     """uptodate: every output recorded in the stage's record still has its digest (stat-key
     cached, so an unchanged multi-GB ISO is not read again)."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
 
     def __init__(self, record: Path, tree: Path):
         self.record, self.tree = record, tree

@@ -155,13 +155,14 @@ def stand_in_repo(where: Path, extra: dict[str, str] | None = None) -> tuple[Pat
 
 
 def pinned_tree(repo: Path, ref: str, sha: str, text: str | None = None) -> str:
-    """The real tree recipe with its source replaced by the stand-in's snapshot."""
+    """The real tree recipe with its pin replaced by the stand-in's commit and tree id."""
     text = REAL_TREE.read_text() if text is None else text
+    tree = git(repo, "rev-parse", f"{ref}^{{tree}}").strip()
     subs = [
-        (r'(?m)^unconfirmed = ".*"\n', ""),
-        (r'(?m)^file = "azurelinux-[0-9a-f]{40}\.tar\.gz"$', f'file = "azurelinux-{ref}.tar.gz"'),
-        (r'(?m)^git = "https://github\.com/microsoft/azurelinux\.git"$', f'git = "{repo}"'),
-        (r'(?m)^ref = "[0-9a-f]{40}"$', f'ref = "{ref}"\nsha256 = "{sha}"'),
+        (r'(?m)^url = ".*"$', f'url = "{repo}"'),
+        (r'(?m)^commit = "[0-9a-f]{40}"$', f'commit = "{ref}"'),
+        (r'(?m)^tree = "[0-9a-f]{40}"$', f'tree = "{tree}"'),
+        (r'(?m)^ref = ".*"\n', ""),
     ]
     for pattern, new in subs:
         text, n = re.subn(pattern, new, text, count=1)
@@ -233,8 +234,10 @@ def test_real_recipes_have_the_procedure_steps() -> None:
     tree = recipes["azurelinux"]
     assert tree.kind == "tree" and tree.step == "A1" and tree.platforms == ("guest",)
     version = tree.versions[tree.version]
-    assert version.unconfirmed and version.sources[0].sha256 == ""
-    assert version.sources[0].ref == "6a8b54d4e365e99320b499712dba0c94de480777"
+    assert not version.unconfirmed and not version.sources  # a commit pin, no snapshot sha256
+    assert tree.spec.pin.commit == "6a8b54d4e365e99320b499712dba0c94de480777"
+    assert tree.spec.pin.tree == "d6e903195faa36314ef775b98ede60bc6f182cb7"
+    assert tree.spec.pin.ref == "refs/pull/14568/head"
     assert [(f.step, f.patch) for f in tree.spec.fixes] == [("A1", ""), ("A4", "")]
     go, tc, iso = (recipes[n] for n in STAGES)
     assert [r.kind for r in (go, tc, iso)] == ["stage"] * 3
@@ -294,7 +297,8 @@ def test_tree_recipe_errors_name_file_and_field(tmp_path: Path) -> None:
         ('target = "toolkit/Makefile"', 'target = "toolkit/Makefile"\nfixs = []'),
         ('dir = { guest = "/root/azurelinux", ', "dir = { "),
         ('patch = ""', 'patch = "nosuch.patch"'),
-        ('git = "https://github.com/microsoft/azurelinux.git"\n', ""),
+        ('url = "https://github.com/microsoft/azurelinux"\n', ""),
+        ('tree = "d6e903195faa36314ef775b98ede60bc6f182cb7"', 'tree = "d6e9031"'),
     ]:
         assert old in text
         text = text.replace(old, new, 1)
@@ -305,9 +309,8 @@ def test_tree_recipe_errors_name_file_and_field(tmp_path: Path) -> None:
         "dir.guest",
         "fixes[0].patch",
         "fixs",
-        "versions.6a8b54d4.sources[0].git",  # a tree is a git snapshot
-        "versions.6a8b54d4.sources[0].ref",  # a ref without a git repository
-        "versions.6a8b54d4.sources[0].urls",  # nowhere to fetch it from
+        "tree",  # not a full tree id
+        "url",  # nowhere to fetch the commit from
     ]
     assert "did you mean 'fixes'" in str(e.value)
 
@@ -337,11 +340,8 @@ def test_toolchain_builds_tree_go_tools_toolchain_for_amd64_then_nothing(azl: Az
     order = r.packages_ran()
     assert order.index("azurelinux") < order.index("go-tools") < order.index("toolchain")
     assert order.index("pkg") < order.index("go-tools")
-    # the snapshot came through the mirror's git fallback and was verified
-    snapshot = azl.project.root / "mirror" / f"azurelinux-{azl.ref}.tar.gz"
-    assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == azl.sha
-    assert "from git" in r.out
-    # the tree is a git repository of the snapshot, every file tracked
+    # the tree is the pinned commit, checked out from the repository and verified
+    assert git(azl.tree, "rev-parse", "HEAD").strip() == azl.ref
     assert git(azl.tree, "log", "--format=%s").count("\n") == 1
     assert git(azl.tree, "ls-files", "toolkit/Makefile").strip() == "toolkit/Makefile"
     for tool in TOOLS:
@@ -592,7 +592,7 @@ def test_retry_unmounts_with_the_trees_safeunmount_then_starts_clean(
 
 def test_guest_lists_the_stages_and_stops_in_the_preflight(project: Project) -> None:
     shutil.copytree(REPO / "recipes", project.root / "recipes", dirs_exist_ok=True)
-    guest = {"AZL_PLATFORM": "guest"}
+    guest = {"AZL_PLATFORM": "guest", "AZL_GIT_MIRRORS": ""}  # no local git mirror
     r = ok(project.doit("list", "--deps", env=guest))
     blocks = {b.split()[0]: b for b in r.out.split("\n\n") if b.strip()}
     tree = "/root/azurelinux"
@@ -602,11 +602,18 @@ def test_guest_lists_the_stages_and_stops_in_the_preflight(project: Project) -> 
         assert go and go[-1].startswith("go1.23")
     assert all(f"{tree}/toolkit/out/tools/{t}" in blocks["toolchain"] for t in TOOLS)
     assert all(f"{tree}/{a}" in blocks["iso"] for a in ARCHIVES)
-    snapshot = "mirror/azurelinux-6a8b54d4e365e99320b499712dba0c94de480777.tar.gz"
-    assert snapshot in blocks["azurelinux"]
+    # a commit pin: no snapshot file, no sha256 to confirm
+    assert "mirror/azurelinux-" not in blocks["azurelinux"]
+    assert "6a8b54d4e365 -> /root/azurelinux" in blocks["azurelinux"]
     existed = os.path.exists(tree)
     r = project.doit("toolchain", env=guest)
-    assert r.code == 2, r
-    assert re.search(r"^  azurelinux: azurelinux-6a8b54d4\S*\.tar\.gz: no sha256", r.out, re.M)
+    assert r.code == 2, r  # other steps stop it (offline sources, unconfirmed ones) ...
+    unconfirmed = r.out.split("Confirm what is missing")[0]
+    assert not re.search(r"^  azurelinux:", unconfirmed, re.M)  # a commit pin is confirmed
+    # ... and offline it must be in a local mirror, which the preflight checks up front
+    assert (
+        "  azurelinux: commit 6a8b54d4e365e99320b499712dba0c94de480777 of "
+        "https://github.com/microsoft/azurelinux is in no local git mirror"
+    ) in r.out
     assert "Nothing was built." in r.out
     assert not (project.root / "cache" / "stages").exists() and os.path.exists(tree) == existed

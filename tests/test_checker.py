@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +151,33 @@ def test_file_is_hashed_at_most_once_per_process(
     monkeypatch.chdir(tmp_path)
     assert XXH3Checker().check_modified(dep.name, os.stat(dep.name), state) is False
     assert checker.hashed_bytes - before == SIZE
+
+
+def test_threads_asking_for_the_same_file_hash_it_once(dep: Path) -> None:
+    """Under ``doit -n`` several tasks check the same touched file at once: one thread reads
+    it, the others wait for its digest."""
+    state = state_of(dep)
+    touch(dep)
+    before = checker.hashed_bytes
+    start = threading.Barrier(8)
+    results: list[bool] = []
+
+    def check() -> None:
+        start.wait()
+        results.append(modified(dep, state))
+
+    threads = [threading.Thread(target=check) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [False] * 8
+    assert checker.hashed_bytes - before == SIZE
+
+
+def test_digest_is_xxh3_128_of_the_whole_file(dep: Path) -> None:
+    """The page-aligned read buffer hashes every byte once, the last partial one too."""
+    assert checker.file_digest(str(dep)) == xxhash.xxh3_128(dep.read_bytes()).hexdigest()
 
 
 def test_each_change_is_hashed_once(dep: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.state import read_record
 from tests.conftest import Project, Result
 
 PACKAGES = ["a", "b", "c"]
@@ -647,13 +648,16 @@ def test_file_dropped_from_a_package_is_removed_from_root(project: Project) -> N
 # --------------------------------------------------------------------------- 15. state
 
 
-def test_state_is_one_json_file_per_task(project: Project) -> None:
+def test_state_is_one_journal_and_a_noop_does_not_write_it(project: Project) -> None:
     chain(project)
     ok(project.doit())
-    tasks = project.root / "cache" / "state" / "tasks"
+    state = project.root / "cache" / "state"
     for name in PACKAGES:
-        record = json.loads((tasks / f"{name}.json").read_text())
-        assert isinstance(record, dict) and record, name
+        record = read_record(state, name)
+        assert isinstance(record, dict) and record.get("deps:"), name
+    before = (state / "journal").read_bytes()
+    assert ok(project.doit()).ran == []
+    assert (state / "journal").read_bytes() == before  # no commit, no fsync on a no-op
 
 
 # --------------------------------------------------------------------------- 16. guest Python

@@ -212,7 +212,7 @@ def test_mirror_fetches_every_source_and_writes_sha256sums(project: Project, srv
     assert fetched_count(r) is None, r.out  # nothing fetched: no summary
 
 
-def test_touched_mirror_file_is_reverified_in_place_not_downloaded(
+def test_touched_mirror_file_is_recognised_by_its_digest_without_sha256(
     project: Project, srv: Server
 ) -> None:
     a = served(project, srv, "a")
@@ -222,12 +222,12 @@ def test_touched_mirror_file_is_reverified_in_place_not_downloaded(
     os.utime(path, ns=(later, later))  # stat changed, content not
     before = list(srv.requests)
 
-    r, sha_bytes, _ = counting_doit(project)
+    r, sha_bytes, xxh_bytes = counting_doit(project)
     ok(r)
     assert srv.requests == before
-    assert r.ran == [f"mirror:{a.file}"], r.out  # re-verified; nothing rebuilt
-    assert sha_bytes == len(a.data)
-    assert "mirror: 0 file(s) fetched, 0.0 MiB; 1 re-verified in place" in r.out
+    assert r.ran == [], r.out  # not re-verified, nothing rebuilt
+    assert sha_bytes == 0  # the xxh3 digest recorded at verification recognises it
+    assert xxh_bytes == len(a.data)  # read once for the fetch task and the package
     assert path.read_bytes() == a.data
 
     r, sha_bytes, xxh_bytes = counting_doit(project)
@@ -483,7 +483,7 @@ def test_same_file_name_with_two_sha256_is_refused(project: Project, srv: Server
     msg = r.out + r.err
     assert "recipes/a.toml" in msg and "recipes/b.toml" in msg, msg
     assert one.sha in msg and two.sha in msg
-    assert not (project.root / "cache" / "state" / "tasks").exists()  # nothing was run
+    assert not (project.root / "cache" / "state" / "journal").exists()  # nothing was run
 
 
 def test_same_file_name_collision_is_reported_like_any_recipe_error(

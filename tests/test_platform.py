@@ -198,3 +198,18 @@ def test_signature_excludes_jobs(tmp_path: Path, no_steps: Path) -> None:
 
 def test_default_jobs_is_positive() -> None:
     assert 1 <= default_jobs() <= (os.cpu_count() or 1)
+
+
+def test_jobs_are_capped_by_available_memory(tmp_path: Path, monkeypatch) -> None:
+    """2 GiB of MemAvailable per job: a machine with 3 GiB free gets one job, whatever its
+    cores; unreadable meminfo leaves the cores."""
+    from tasks import platform
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 16000000 kB\nMemAvailable: 3145728 kB\n")
+    assert platform._mem_available(str(meminfo)) == 3 << 30
+    monkeypatch.setattr(platform, "_mem_available", lambda: 3 << 30)
+    monkeypatch.setattr(platform.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert default_jobs() == 1
+    monkeypatch.setattr(platform, "_mem_available", lambda: None)
+    assert default_jobs() == 8

@@ -9,6 +9,8 @@ checkpoint done while the running machine is ``running_machine`` (the kexec)
 session    redone exactly while its ``check`` command fails (a mount, a running daemon)
 tree       the Azure Linux tree: a git snapshot made a git repository, with fixes
 stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
+git        a pinned git checkout (commit and tree ids, submodules at their recorded commits)
+distfiles  live-bootstrap's distfiles through the mirror, laid out where rootfs.py reads them
 ========== ================================================================================
 
 Adding a kind is one new module in this package and one line in ``KINDS`` below. A kind
@@ -43,6 +45,10 @@ module must provide exactly these (see ``package.py`` for the simplest):
     change of their content reruns the dependents. ``[]``: dependents are only ordered
     after it (task_dep), never invalidated (a checkpoint, a session step).
 
+Optional: ``sources(plan: Plan, build: Build) -> tuple[Source, ...]``
+    The build's mirror files when the recipe cannot list them (live-bootstrap's distfiles,
+    read from its pinned commit); default ``build.version.sources``.
+
 A kind module imports ``tasks.kinds.base``, ``tasks.recipe`` and engine helpers, never the
 loader (``tests/test_kinds.py`` imports each one alone in a fresh interpreter).
 """
@@ -51,7 +57,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tasks.kinds import checkpoint, package, session, stage, tree
+from tasks.kinds import checkpoint, distfiles, git, package, session, stage, tree
 
 KINDS: dict[str, ModuleType] = {
     "package": package,
@@ -59,5 +65,7 @@ KINDS: dict[str, ModuleType] = {
     "session": session,
     "tree": tree,
     "stage": stage,
+    "git": git,
+    "distfiles": distfiles,
 }
 DEFAULT = "package"

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from doit.task import Task
 
+from tasks import uptodate
 from tasks.config import Config, Paths
 from tasks.mirror import MirrorSettings
 from tasks.platform import Platform
@@ -77,6 +78,8 @@ class Signature:
     """uptodate: the recipe's normalised content and the platform are what they were at the
     last successful build. ``doit info PKG`` shows which fields changed."""
 
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
+
     def __init__(self, signature: dict[str, Any], recipe: Path | None = None):
         # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
         self.signature = signature
@@ -88,6 +91,8 @@ class Signature:
         old = values.get("signature")
         if old is None:
             self.changed = ["never built"]
+        elif old == self.signature:  # the common case, one comparison in C
+            self.changed = []
         else:
             keys = sorted(set(old) | set(self.signature))
             self.changed = [k for k in keys if old.get(k) != self.signature.get(k)]

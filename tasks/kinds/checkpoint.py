@@ -17,6 +17,7 @@ from typing import Any
 
 from doit.task import Task
 
+from tasks import uptodate
 from tasks.build import BuildAction
 from tasks.config import Config
 from tasks.kinds.base import Plan, make_task, on_listed_platform
@@ -62,6 +63,8 @@ def outputs(plan: Plan, build: Build) -> list[str]:
 
 class MachineIs:
     """uptodate: the running kernel's machine (``uname -m``; ``AZL_MACHINE`` overrides it)."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
 
     def __init__(self, machine: str):
         self.machine = machine
