@@ -112,13 +112,11 @@ def log_id(project: Project, name: str) -> int | None:
 
 
 def damaged_states(project: Project) -> list[str]:
-    bad = []
-    for f in (project.root / "cache" / "state" / "tasks").glob("*.json"):
-        try:
-            json.loads(f.read_text())
-        except ValueError:
-            bad.append(f.name)
-    return bad
+    """Damaged lines of the state journal (a record cut short at the end is not damage)."""
+    from tasks.state import read_journal
+
+    journal = project.root / "cache" / "state" / "journal"
+    return [str(journal)] if read_journal(journal)[3] else []
 
 
 def leftovers(project: Project) -> list[int]:

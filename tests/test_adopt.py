@@ -8,6 +8,7 @@ import json
 import signal
 from pathlib import Path
 
+from tasks.state import read_record
 from tests.conftest import Project
 from tests.test_engine import edit, install_script, ok, pkg, share
 
@@ -27,7 +28,7 @@ def killed_after_manifest(project: Project, name: str) -> None:
     r = project.doit(env={"AZL_FAULT": f"kill:manifest-written:{name}"})
     assert r.code == -signal.SIGKILL, r.out + r.err
     assert project.manifest(name).is_file()
-    assert not (project.root / "cache" / "state" / "tasks" / f"{name}.json").exists()
+    assert read_record(project.root / "cache" / "state", name) == {}  # never committed
 
 
 def test_kill_after_the_manifest_write_is_adopted_not_rebuilt(project: Project) -> None:

@@ -204,7 +204,13 @@ def test_bad_recipe_through_doit_writes_nothing(project: Project) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    ["task state truncated", "task state garbage", "digest cache garbage", "stale lock"],
+    [
+        "journal torn",
+        "journal garbage",
+        "digest cache garbage",
+        "recipe cache garbage",
+        "stale lock",
+    ],
 )
 def test_corrupted_state_is_said_and_survived(project: Project, damage: str) -> None:
     pkg(project, "a")
@@ -212,24 +218,27 @@ def test_corrupted_state_is_said_and_survived(project: Project, damage: str) -> 
     ok(project.doit())
     state = project.root / "cache" / "state"
     root_before = snapshot(project.sandbox_root)
-    if damage == "task state truncated":
-        f = state / "tasks" / "b.json"
-        f.write_bytes(f.read_bytes()[:20])
-    elif damage == "task state garbage":
-        (state / "tasks" / "b.json").write_bytes(os.urandom(300))
+    journal = state / "journal"
+    if damage == "journal torn":  # b's record cut in the middle (a kill during its write)
+        data = journal.read_bytes()
+        journal.write_bytes(data[: data.rindex(b'"b"') + 5])
+    elif damage == "journal garbage":  # garbage in the middle, good records after it
+        lines = journal.read_bytes().splitlines(keepends=True)
+        journal.write_bytes(b"".join(lines[:-1]) + os.urandom(200) + b"\n" + lines[-1])
     elif damage == "digest cache garbage":
         (state / "digests.json").write_bytes(b"\x00garbage{[")
+    elif damage == "recipe cache garbage":
+        (state / "recipes.cache").write_bytes(os.urandom(500))
     else:
         (state / "lock").write_text("pid 999999, since 2020-01-01 00:00:00: doit\n")
     r = ok(project.doit())
     assert "Traceback" not in r.out + r.err
-    if damage.startswith("task state"):
-        assert f"damaged state file {Path('cache/state/tasks/b.json')}" in r.err, r.err
-        assert r.packages_ran() == ["b"], r.out  # checked again: adopted, not rebuilt
-        log = (project.root / "cache" / "logs" / "b.log").read_text()
-        assert "adopted, not rebuilt" in log
-    else:
-        assert r.packages_ran() == [], r.out
+    if damage == "journal garbage":
+        assert "damaged state journal" in r.err, r.err
+    # whatever was lost is checked again: a finished build is adopted, never rebuilt
+    for name in r.packages_ran():
+        log = (project.root / "cache" / "logs" / f"{name}.log").read_text()
+        assert "adopted, not rebuilt" in log, (name, r.out)
     assert snapshot(project.sandbox_root) == root_before
     assert ok(project.doit()).ran == []
 
