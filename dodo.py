@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from tasks.loader import setup
+from tasks.verify import verify_tasks
 
 DOIT_CONFIG, PROJECT = setup(Path(os.path.relpath(Path(__file__).resolve().parent)))
 
@@ -15,3 +16,8 @@ DOIT_CONFIG, PROJECT = setup(Path(os.path.relpath(Path(__file__).resolve().paren
 def task_azl():
     """Every package of the recipe set, its source fetches and the group tasks."""
     yield from PROJECT.tasks()
+
+
+def task_verify():
+    """Rebuild each package apart and compare it with its installed manifest (reproducible?)."""
+    yield from verify_tasks(PROJECT)

@@ -28,7 +28,7 @@ from typing import IO, Any
 from doit.action import BaseAction
 from doit.exceptions import TaskError, TaskFailed
 
-from tasks import buildsys, jobserver, lock, manifest
+from tasks import adopt, buildsys, faultpoint, jobserver, lock, manifest
 from tasks.config import Paths
 from tasks.fsutil import MountedError, mounts_under, safe_rmtree
 from tasks.platform import Platform
@@ -123,6 +123,14 @@ class BuildAction(BaseAction):
             )
         lock.acquire(self.paths.state)
         build_dir, stage, log_path = self._dirs()
+        if not self.checkpoint and adopt.adoptable(self.build, self.platform, self.paths):
+            with open(log_path, "a") as log:
+                log.write(
+                    f"azl-bootstrap: {time.strftime('%Y-%m-%d %H:%M:%S')} the build above had "
+                    "finished (manifest and ROOT complete, same inputs) but its state was "
+                    "never saved: adopted, not rebuilt\n"
+                )
+            return None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if log_path.exists():
             os.replace(log_path, log_path.with_name(log_path.name + ".1"))
@@ -152,6 +160,7 @@ class BuildAction(BaseAction):
         stage.mkdir(parents=True)
 
         self._step("unpack", lambda: self._unpack(build_dir, src))
+        faultpoint.reached("unpacked", b.name)
         for patch in b.recipe.patch_paths():
             cmd = [
                 "patch",
@@ -172,8 +181,11 @@ class BuildAction(BaseAction):
             old = manifest.read(installed)
             self._note(f"merging {len(entries)} entries into {self.platform.root}")
             manifest.merge(stage, self.platform.root, entries, old)
-            manifest.write(installed, b.name, b.version.version, entries)
+            faultpoint.reached("merged", b.name)
+            key = adopt.inputs_key(b, self.platform, self.paths)
+            manifest.write(installed, b.name, b.version.version, entries, inputs=key)
             manifest.write(self.paths.manifest(b.name), b.name, b.version.version, entries)
+            faultpoint.reached("manifest-written", b.name)
 
         if not self.checkpoint:
             self._step("manifest", record)
@@ -299,15 +311,16 @@ def clean_paths(
     targets: list[Path],
     dryrun: bool = False,
     mount_root: Path | None = None,
-) -> None:
+) -> list[Path]:
     """What every ``doit clean`` does: under ``--dry-run`` print the targets; else take the
-    project lock and delete them, never across a mount point. Refused with one line and a
-    non-zero exit (doit itself would print a traceback and exit 0) while another doit works
-    in the project or, with ``mount_root``, while anything is mounted under it."""
+    project lock and delete them, never across a mount point; return those that existed.
+    Refused with one line and a non-zero exit (doit itself would print a traceback and exit
+    0) while another doit works in the project or, with ``mount_root``, while anything is
+    mounted under it."""
     if dryrun:
         for t in targets:
             print(f"would remove {t}")
-        return
+        return []
     try:
         lock.acquire(paths.state)
         mounted = mounts_under(mount_root) if mount_root else []
@@ -317,16 +330,34 @@ def clean_paths(
                 "Nothing was deleted; "
                 "unmount them, then run again."
             )
+        removed = [t for t in targets if os.path.lexists(t)]
         for t in targets:
             safe_rmtree(t)
     except (lock.LockedError, MountedError) as e:
         raise SystemExit(f"doit clean {name}: {e}") from None
+    return removed
 
 
 def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
     """``doit clean PKG``: remove the build tree, the stage and the manifest (never the
     mirror), so the next run rebuilds the package. Files it merged into ROOT stay until
-    that rebuild replaces them (``cache/installed/PKG.json`` remembers them)."""
-    clean_paths(
-        paths, name, [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)], dryrun
-    )
+    that rebuild replaces them (``cache/installed/PKG.json`` remembers them). Says so."""
+    targets = [paths.build_dir(name), paths.stage_dir(name), paths.manifest(name)]
+    removed = clean_paths(paths, name, targets, dryrun)
+    if dryrun:
+        return
+    what = ", ".join(_shown(p, paths) for p in removed) or "nothing (it was not built)"
+    print(f"{name}: removed {what}")
+    if paths.installed(name).exists():
+        print(
+            f"  the files {name} installed stay in the root until its next build replaces "
+            f"them ({_shown(paths.installed(name), paths)} lists them); the next doit rebuilds it"
+        )
+
+
+def _shown(path: Path, paths: Paths) -> str:
+    """``path`` relative to the project when it is inside it."""
+    try:
+        return str(Path(path).relative_to(paths.project))
+    except ValueError:
+        return str(path)

@@ -18,8 +18,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.exceptions
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 
     from urllib3 import BaseHTTPResponse
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # hashing and local copies
+BLOCK = 64 << 10  # network reads: a cut loses nothing already received
 # Errors while the body streams in: retried on the same URL with Range from the current size.
 _CUT_ERRORS = (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout)
 
@@ -166,30 +168,19 @@ def _hash_prefix(path: str | os.PathLike) -> tuple[_Hash, int]:
     return h, size
 
 
-def _write(src: Iterable[bytes], part: str, mode: str, h: _Hash, bar: tqdm) -> None:
-    """Append the chunks of ``src`` to ``part``, hashing them; fsync at the end. A full disk
-    is a ``FetchError`` (no other URL would help); the ``.part`` stays for a later resume."""
-    try:
-        with open(part, mode) as f:
-            for chunk in src:
-                f.write(chunk)
-                h.update(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        raise FetchError(
-            f"{os.path.basename(part)[: -len('.part')]}: no space left on the device of "
-            f"{os.path.dirname(os.path.abspath(part))} ({os.path.getsize(part)} bytes written to "
-            f"{os.path.basename(part)}, kept to resume once there is room)"
-        ) from None
+def _no_space(part: str) -> FetchError:
+    """A full disk is a ``FetchError`` (no other URL would help); the ``.part`` stays."""
+    size = os.path.getsize(part) if os.path.exists(part) else 0
+    return FetchError(
+        f"{os.path.basename(part)[: -len('.part')]}: no space left on the device of "
+        f"{os.path.dirname(os.path.abspath(part))} ({size} bytes written to "
+        f"{os.path.basename(part)}, kept to resume once there is room)"
+    )
 
 
 def _check_room(part: str, need: int | None) -> None:
     """Refuse before streaming a file that cannot fit."""
-    if need is None:
+    if need is None or need <= 0:
         return
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(part))).free
     if need > free:
@@ -210,7 +201,18 @@ def _copy_local(url: str, part: str, bar: tqdm) -> str:
         _check_room(part, size)
         bar.reset(total=size)
         h = hashlib.sha256()
-        _write(iter(lambda: src.read(CHUNK), b""), part, "wb", h, bar)
+        try:
+            with open(part, "wb") as f:
+                while block := src.read(CHUNK):
+                    f.write(block)
+                    h.update(block)
+                    bar.update(len(block))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise _no_space(part) from None
     return h.hexdigest()
 
 
@@ -219,52 +221,200 @@ def _download(
     url: str,
     part: str,
     attempts: int,
+    time_cap: float,
     timeout: tuple[float, float],
     bar: tqdm,
+    notes: list[str],
 ) -> str:
-    """Bring ``part`` to the full file from ``url``; return its sha256 (not yet checked)."""
-    h, have = _hash_prefix(part)
-    last: Exception | None = None
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-        headers = {"Range": f"bytes={have}-"} if have else {}
+    """Bring ``part`` to the full file from ``url``; return its sha256 (not yet checked).
+
+    Tries go on while they bring new bytes: ``attempts`` tries in a row without progress, or
+    ``time_cap`` seconds in all, give up on this URL. What happened on the way (cuts, a server
+    that ignored Range, busy answers) is added to ``notes``."""
+    held = _Held(part)
+    if held.size:
+        notes.append(f"resumed from {held.size} bytes of {os.path.basename(part)}")
+    t0, idle, answered = time.monotonic(), 0, False
+    seen: Counter[str] = Counter()
+    last = ""
+    while True:
+        if idle >= attempts:
+            raise _UrlFailed(
+                f"{last}: {attempts} tries in a row brought no new byte ({held.kept()})"
+            )
+        if time.monotonic() - t0 > time_cap:
+            raise _UrlFailed(f"{last}: gave up after {time_cap:.0f} s ({held.kept()})")
+        if idle:
+            time.sleep(min(0.2 * 2 ** (idle - 1), 5.0))
+        before = held.size
+        headers = {"Range": f"bytes={held.size}-"} if held.size else {}
         try:
             r = session.get(url, headers=headers, stream=True, timeout=timeout)
         except requests.RequestException as e:  # the session's Retry already retried this
-            raise _UrlFailed(f"{type(e).__name__}: {e}") from e
+            if not answered:  # never reached: let the next URL have its turn
+                raise _UrlFailed(f"cannot connect: {_unreachable(e)}") from e
+            last, idle = f"connection failed ({type(e).__name__})", idle + 1
+            seen["connection failed"] += 1
+            continue
+        answered = True
         with r:
-            total = r.headers.get("Content-Range", "").rpartition("/")[2]
-            total = int(total) if total.isdigit() else None
-            if r.status_code == 416 and have:
-                if total is None or total == have:
-                    return h.hexdigest()  # .part is already complete: verify it
-                os.remove(part)  # .part is longer than the file: start over
-                h, have = hashlib.sha256(), 0
+            for old in getattr(r.raw.retries, "history", ()) or ():
+                if old.status:
+                    seen[f"HTTP {old.status}"] += 1
+            if r.status_code in _BUSY:
+                last, idle = f"HTTP {r.status_code} {r.reason}".rstrip(), idle + 1
+                seen[f"HTTP {r.status_code}"] += 1
                 continue
-            if r.status_code == 206:
-                start = r.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
-                if start != str(have):
-                    raise _UrlFailed(f"bad Content-Range {r.headers.get('Content-Range')!r}")
-                mode = "ab"
-            elif r.status_code == 200:
-                h, have, mode = hashlib.sha256(), 0, "wb"  # Range ignored: restart cleanly
-                length = r.headers.get("Content-Length", "")
-                total = int(length) if length.isdigit() else None
-            else:
-                raise _UrlFailed(f"HTTP {r.status_code} {r.reason}".rstrip())
-            _check_room(part, None if total is None else total - have)
-            bar.reset(total=total)
-            bar.update(have)
             try:
-                _write(r.raw.stream(CHUNK, decode_content=False), part, mode, h, bar)
-                if total is not None and os.path.getsize(part) < total:
-                    raise urllib3.exceptions.ProtocolError(f"body ended before {total} bytes")
-                return h.hexdigest()
+                done = held.take(r, bar, seen, notes)
             except _CUT_ERRORS as e:
-                last = e
-                h, have = _hash_prefix(part)
-    raise _UrlFailed(f"transfer cut {attempts} times, last: {type(last).__name__}: {last}")
+                seen["cut"] += 1
+                last, done = f"transfer cut ({_why(e)})", False
+            if done:
+                _note(notes, seen)
+                return held.h.hexdigest()
+        idle = 0 if held.size > before else idle + 1
+
+
+_BUSY = frozenset({429, 500, 502, 503, 504})
+
+
+def _unreachable(e: Exception) -> str:
+    """Why a server could not be reached, in a few words."""
+    text = str(e)
+    for marker, words in (
+        ("NameResolutionError", "its host name does not resolve"),
+        ("Connection refused", "connection refused"),
+        ("Network is unreachable", "network unreachable"),
+        ("No route to host", "no route to host"),
+    ):
+        if marker in text:
+            return words
+    if isinstance(e, requests.Timeout):
+        return "connect timed out"
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _why(e: Exception) -> str:
+    """A short reason for a cut transfer: reset, timeout, or the body ended early."""
+    text = str(e)
+    if isinstance(e, requests.Timeout) or "timed out" in text.lower():
+        return "read timed out"
+    if "reset by peer" in text.lower():
+        return "connection reset by the server"
+    if "IncompleteRead" in text or "ended before" in text:
+        return "connection closed before the end of the body"
+    return f"{type(e).__name__}: {text}"
+
+
+def _note(notes: list[str], seen: Counter[str]) -> None:
+    if seen["cut"]:
+        notes.append(f"transfer cut {seen['cut']} times, resumed each time")
+    if seen["range ignored"]:
+        notes.append(
+            f"server ignored Range {seen['range ignored']} times (answered 200 with the whole "
+            "file): the bytes already held were checked against it and skipped"
+        )
+    for what, n in sorted(seen.items()):
+        if what.startswith(("HTTP ", "connection")):
+            notes.append(f"{what} {n} times before it answered")
+
+
+class _Held:
+    """The ``.part`` file: how many bytes it holds and their running sha256."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.h, self.size = _hash_prefix(part)
+
+    def kept(self) -> str:
+        return f"{self.size} bytes kept in {os.path.basename(self.part)} to resume"
+
+    def reset(self) -> None:
+        with open(self.part, "wb"):
+            pass
+        self.h, self.size = hashlib.sha256(), 0
+
+    def take(self, r: requests.Response, bar: tqdm, seen: Counter[str], notes: list[str]) -> bool:
+        """Write the body of ``r`` into the part; True when the file is complete. Raises one of
+        ``_CUT_ERRORS`` when the body is cut (every byte received is kept)."""
+        crange = r.headers.get("Content-Range", "")
+        total_s = crange.rpartition("/")[2]
+        total = int(total_s) if total_s.isdigit() else None
+        if r.status_code == 416 and self.size:
+            if total is None or total == self.size:
+                return True  # the .part is already complete: verify it
+            notes.append(f"{os.path.basename(self.part)} was longer than the file: started over")
+            self.reset()
+            return False
+        if r.status_code == 206:
+            if crange.removeprefix("bytes ").split("-")[0] != str(self.size):
+                raise _UrlFailed(f"bad Content-Range {crange!r} (asked from byte {self.size})")
+            skip = 0
+        elif r.status_code == 200:
+            length = r.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+            skip = self.size
+            if skip:
+                seen["range ignored"] += 1
+        else:
+            raise _UrlFailed(f"HTTP {r.status_code} {r.reason}".rstrip())
+        _check_room(self.part, None if total is None else total - self.size)
+        bar.reset(total=total)
+        bar.update(self.size)
+        self._stream(r, skip, bar, notes)
+        if total is not None and self.size < total:
+            raise urllib3.exceptions.ProtocolError(f"body ended before {total} bytes")
+        return True
+
+    def _stream(self, r: requests.Response, skip: int, bar: tqdm, notes: list[str]) -> None:
+        """Append the body, writing every block as it arrives. With ``skip`` (a 200 after a
+        cut) the body's first ``skip`` bytes are compared with the held ones instead; from the
+        first byte that differs, the body replaces what was held."""
+        h = hashlib.sha256() if skip else self.h
+        pos = 0 if skip else self.size  # where the next body byte belongs in the file
+        try:
+            with open(self.part, "r+b" if os.path.exists(self.part) else "wb", buffering=0) as f:
+                f.seek(pos)
+                while block := r.raw.read1(BLOCK, decode_content=False):
+                    if pos < skip:
+                        n = min(len(block), skip - pos)
+                        held = f.read(n)
+                        if held != block[:n]:
+                            n = next(i for i in range(n) if held[i : i + 1] != block[i : i + 1])
+                            skip = pos + n
+                            notes.append(
+                                f"the server's file differs from the held "
+                                f"{os.path.basename(self.part)} at byte {skip}: "
+                                "fetched again from there"
+                            )
+                            f.seek(skip)
+                            f.truncate()
+                        h.update(block[:n])
+                        pos, block = pos + n, block[n:]
+                        if pos < skip:
+                            continue
+                        self.h, self.size = h, pos  # caught up with the held bytes
+                    if block:
+                        _write_all(f, block)
+                        h.update(block)
+                        pos += len(block)
+                        self.h, self.size = h, pos
+                        bar.update(len(block))
+                if pos < skip:  # a whole 200 body shorter than the held bytes
+                    f.truncate(pos)
+                    self.h, self.size = h, pos
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise _no_space(self.part) from None
+
+
+def _write_all(f: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
 
 
 def fetch(
@@ -274,13 +424,18 @@ def fetch(
     *,
     session: requests.Session | None = None,
     attempts: int = 6,
+    time_cap: float = 3600.0,
     timeout: tuple[float, float] = (10, 60),
     progress: bool | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     """Download dest from the first URL that yields the right bytes; return that URL.
 
-    Raises FetchError naming every URL tried and why it failed. A wrong file never stays
-    behind; the ``.part`` of a cut transfer may stay so that a later run resumes it.
+    Each URL is tried while its tries bring new bytes (``attempts`` in a row without progress,
+    or ``time_cap`` seconds, give up on it). Raises FetchError naming every URL tried and why
+    it failed. A wrong file never stays behind; the ``.part`` of a cut transfer may stay so
+    that a later run resumes it. ``notes`` receives one line per failure recovered from (a URL
+    skipped, cuts, a server ignoring Range), for the run's summary.
     """
     dest = os.fspath(dest)
     part = dest + ".part"
@@ -289,6 +444,7 @@ def fetch(
     own = session is None
     session = session or make_session()
     errors: list[str] = []
+    said: list[str] = [] if notes is None else notes
     disable = None if progress is None else not progress
     try:
         with tqdm(
@@ -298,22 +454,27 @@ def fetch(
             for url in urls:
                 for _ in range(2):  # a second, fresh try if a stale .part spoiled the first
                     resumed = os.path.exists(part) and not url.startswith("file://")
+                    on_way: list[str] = []
                     try:
                         if url.startswith("file://"):
                             got = _copy_local(url, part, bar)
                         else:
-                            got = _download(session, url, part, attempts, timeout, bar)
+                            got = _download(
+                                session, url, part, attempts, time_cap, timeout, bar, on_way
+                            )
                     except _UrlFailed as e:
                         errors.append(f"{url}: {e}")
                         break
                     if got == expected:
                         os.replace(part, dest)
                         _fsync_dir(os.path.dirname(os.path.abspath(dest)))
+                        said += [f"{e} (next URL tried)" for e in errors] + on_way
                         return url
                     os.remove(part)
                     if not resumed:
                         errors.append(f"{url}: sha256 mismatch: expected {expected}, got {got}")
                         break
+                    errors.append(f"{url}: the resumed {os.path.basename(part)} was wrong")
     finally:
         if own:
             session.close()

@@ -94,12 +94,14 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
     dependencies and cycles. Raises ``RecipeErrors`` listing every problem found."""
     recipes: dict[str, Recipe] = {}
     errors: list[RecipeError] = []
+    broken: set[str] = set()  # stems of files with errors: their dependents say nothing more
     if not recipes_dir.is_dir():
         raise RecipeErrors([RecipeError(recipes_dir, "", "recipe directory not found")])
     for path in sorted(recipes_dir.glob("*.toml")):
         recipe, errs = parse_recipe(path)
         errors += errs
         if recipe is None:
+            broken.add(path.stem)
             continue
         if recipe.name in recipes:
             other = recipes[recipe.name].path
@@ -118,7 +120,7 @@ def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
         deps = set(recipe.depends)
         for over in recipe.platform.values():
             deps |= set(over.get("depends", []))
-        for dep in sorted(deps - known):
+        for dep in sorted(deps - known - broken):
             hint = close_match(dep, known)
             errors.append(
                 RecipeError(

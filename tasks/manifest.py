@@ -9,6 +9,7 @@ byte-identical manifest and the packages that depend on it stay up to date (earl
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -73,15 +74,27 @@ def scan_stage(stage: Path, root: str) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def dumps(package: str, version: str, entries: dict[str, dict[str, Any]]) -> bytes:
-    doc = {"package": package, "version": version, "files": entries}
+def dumps(
+    package: str, version: str, entries: dict[str, dict[str, Any]], inputs: str | None = None
+) -> bytes:
+    doc: dict[str, Any] = {"package": package, "version": version, "files": entries}
+    if inputs is not None:
+        doc["inputs"] = inputs
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def write(path: Path, package: str, version: str, entries: dict[str, dict[str, Any]]) -> None:
-    """Write the manifest atomically; it is the package task's target, its commit point."""
+def write(
+    path: Path,
+    package: str,
+    version: str,
+    entries: dict[str, dict[str, Any]],
+    inputs: str | None = None,
+) -> None:
+    """Write the manifest atomically; it is the package task's target, its commit point.
+    ``inputs`` (the installed record only, ``tasks.adopt``) is the key of the build's inputs;
+    the manifest itself never holds it, so equal output keeps dependents up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, dumps(package, version, entries))
+    atomic_write(path, dumps(package, version, entries, inputs))
 
 
 def read(path: Path) -> dict[str, dict[str, Any]]:
@@ -112,11 +125,20 @@ def merge(
         tmp = dst.with_name(f".{dst.name}.azl-new")
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
-        if e["type"] == "link":
-            os.symlink(e["target"], tmp)
-        else:
-            shutil.copyfile(src, tmp, follow_symlinks=False)
-            os.chmod(tmp, int(e["mode"], 8))
+        try:
+            if e["type"] == "link":
+                os.symlink(e["target"], tmp)
+            else:
+                shutil.copyfile(src, tmp, follow_symlinks=False)
+                os.chmod(tmp, int(e["mode"], 8))
+        except OSError as err:  # a full disk: no half-copied file stays behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if err.errno == errno.ENOSPC:
+                raise StageError(
+                    f"no space left on the device of {root} to install {rel}"
+                ) from None
+            raise
         os.replace(tmp, dst)
     for rel in sorted(set(old) - set(entries), reverse=True):  # children before parents
         dst = Path(root, rel)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,10 @@ def fetch_source(
 
     lock.acquire(paths.state)
     dest = paths.mirror / source.file
+    notes: list[str] = []
     if dest.exists():
-        if sha256_file(dest) == source.sha256:
+        got = sha256_file(dest)
+        if got == source.sha256:
             return {
                 "verified": _stat_key(dest),
                 "sha256": source.sha256,
@@ -87,6 +90,10 @@ def fetch_source(
                 "bytes": 0,
             }
         os.replace(dest, dest.with_name(dest.name + ".bad"))  # kept for inspection, never used
+        notes.append(
+            f"mirror/{source.file} had sha256 {got[:12]}..., not the pinned one: "
+            f"kept as mirror/{source.file}.bad, fetched again"
+        )
     paths.mirror.mkdir(parents=True, exist_ok=True)
     debian = None if settings.offline or settings.debian_archive else debian_archive_uri()
     urls = settings.urls(source, debian=debian)
@@ -94,13 +101,16 @@ def fetch_source(
         try:
             if not urls:
                 raise FetchError(f"{source.file}: no local mirror has it")
-            origin = fetch(urls, dest, source.sha256)
+            origin = fetch(urls, dest, source.sha256, notes=notes)
         except FetchError as e:
             if not source.git or settings.offline:
                 raise FetchError(_offline_note(str(e), source, settings)) from None
             origin = git_snapshot(source, paths, dest)
     except FetchError as e:  # an expected failure: the message says it all, no traceback
-        return TaskFailed(str(e))
+        msg = str(e)
+        if "sha256 mismatch" in msg:
+            msg += "\n" + pinned_by(source, paths.recipes)
+        return TaskFailed(msg)
     except OSError as e:  # the mirror directory itself: permissions, a read-only disk
         return TaskFailed(f"{source.file}: {e}")
     size = dest.stat().st_size
@@ -110,7 +120,44 @@ def fetch_source(
         "xxh3": checker.file_digest(str(dest)),
         "origin": origin,
         "bytes": size,
+        "notes": notes,
     }
+
+
+def pinned_by(source: Source, recipes: Path) -> str:
+    """Which recipe file and field pin ``source``'s sha256 (for a mismatch message)."""
+    import tomllib  # only on this failure path
+
+    found = []
+    for path in sorted(recipes.rglob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        found += [f"{_rel(path, recipes)}: {f}" for f in _sha_fields(data, "", source.sha256)]
+    if not found:
+        return f"(no recipe under {recipes} pins sha256 {source.sha256})"
+    return "the sha256 is pinned by " + "; ".join(found) + " (fix it there if upstream changed)"
+
+
+def _rel(path: Path, recipes: Path) -> str:
+    return str(Path(recipes.name) / path.relative_to(recipes))
+
+
+def _sha_fields(node: Any, where: str, sha: str) -> list[str]:
+    """The dotted field names under ``node`` holding ``sha256 = sha``."""
+    if isinstance(node, dict):
+        out = [f"{where}sha256" for k, v in node.items() if k == "sha256" and v == sha]
+        for k, v in node.items():
+            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'"{k}"'
+            out += _sha_fields(v, f"{where}{key}.", sha) if isinstance(v, dict | list) else []
+        return out
+    if isinstance(node, list):
+        out = []
+        for i, v in enumerate(node):
+            out += _sha_fields(v, f"{where.removesuffix('.')}[{i}].", sha)
+        return out
+    return []
 
 
 def _offline_note(message: str, source: Source, settings: MirrorSettings) -> str:

@@ -111,14 +111,19 @@ class Reporter(ConsoleReporter):
 
 
 def mirror_summary(fetched: list[tuple[str, dict[str, Any]]]) -> str:
-    """Files, bytes and where each came from, for the fetch tasks that ran."""
+    """Files, bytes and where each came from, for the fetch tasks that ran, each followed by
+    the failures its fetch recovered from (``recovered: ...``: a URL skipped, cuts resumed, a
+    server that ignored Range, a damaged mirror file kept as ``.bad``)."""
     got = [(f, v) for f, v in fetched if v.get("bytes")]
     kept = len(fetched) - len(got)
     total = sum(v["bytes"] for _, v in got)
     lines = [
         f"mirror: {len(got)} file(s) fetched, {total / 2**20:.1f} MiB; {kept} re-verified in place"
     ]
-    lines += [f"  {f}  {v['bytes'] / 2**20:.1f} MiB  from {v['origin']}" for f, v in sorted(got)]
+    for f, v in sorted(fetched):
+        if v.get("bytes"):
+            lines.append(f"  {f}  {v['bytes'] / 2**20:.1f} MiB  from {v['origin']}")
+        lines += [f"    recovered: {n}" for n in v.get("notes") or ()]
     return "\n".join(lines) + "\n"
 
 

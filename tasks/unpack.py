@@ -10,6 +10,7 @@ symlinks and hard links are allowed, and each is checked before anything is writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import posixpath
@@ -20,7 +21,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from types import ModuleType
-from typing import IO
+from typing import IO, Any
 
 # magic bytes -> (format, Python module, external decompressor)
 _MAGIC = (
@@ -135,24 +136,55 @@ def _relname(archive: str, name: str, strip: int) -> str | None:
     return "/".join(p for p in parts[strip:] if p != ".") or None
 
 
+# A decompression bomb (a gzip of zeros, millions of empty members): the tar stream may not
+# grow past BOMB_RATIO times the archive's size, nor past BOMB_FLOOR for a small archive.
+# Real source tarballs expand 3 to 15 times.
+BOMB_RATIO = 100
+BOMB_FLOOR = 256 << 20
+MAX_MEMBERS = 1_000_000  # the Linux kernel has under 100 000
+
+
+class _Budget:
+    """A read-only stream that refuses to deliver more than ``limit`` bytes."""
+
+    def __init__(self, stream: IO[bytes], archive: str, limit: int) -> None:
+        self.stream, self.archive, self.limit, self.total = stream, archive, limit, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise UnsafeArchive(
+                f"{self.archive}: expands to more than {self.limit} bytes of tar, over "
+                f"{BOMB_RATIO} times its size: a decompression bomb, not a source archive"
+            )
+        return data
+
+
 def unpack(
     archive: str | os.PathLike, dest: str | os.PathLike, strip_components: int = 0
 ) -> list[str]:
     """Extract `archive` into directory `dest` (created if missing) safely.
 
     Return the sorted list of extracted member paths (relative to dest, after stripping).
-    Raises ``UnsafeArchive`` for a dangerous member and ``UnpackError`` for anything else;
-    on error, dest is left as it is for the caller to delete.
+    Raises ``UnsafeArchive`` for a dangerous member or a decompression bomb (``BOMB_RATIO``)
+    and ``UnpackError`` for anything else (a full disk names the destination); on error,
+    dest is left as it is for the caller to delete.
     """
     archive, dest = os.fspath(archive), os.fspath(dest)
     os.makedirs(dest, exist_ok=True)
     ex = _Extractor(archive, os.path.realpath(dest), strip_components)
-    with _decompressed(archive) as stream, _open_tar(archive, stream) as tar:
-        try:
-            for member in tar:
-                ex.extract(tar, member)
-        except _READ_ERRORS as e:
-            raise UnpackError(f"{archive}: corrupt or truncated archive ({e})") from e
+    limit = max(BOMB_FLOOR, BOMB_RATIO * os.path.getsize(archive))
+    with _decompressed(archive) as raw:
+        budget: Any = _Budget(raw, archive, limit)
+        with _open_tar(archive, budget) as tar:
+            try:
+                for count, member in enumerate(tar, 1):
+                    if count > MAX_MEMBERS:
+                        raise UnsafeArchive(f"{archive}: more than {MAX_MEMBERS} members")
+                    ex.extract(tar, member)
+            except _READ_ERRORS as e:
+                raise UnpackError(f"{archive}: corrupt or truncated archive ({e})") from e
     for rel, (mode, mtime) in ex.dirs.items():  # last, so that no later write changes them
         path = os.path.join(ex.root, rel)
         os.chmod(path, mode)
@@ -201,6 +233,8 @@ class _Extractor:
             else:
                 self._file(tar, member, path, replace=have is not None)
         except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise UnpackError(f"{what}: no space left on the device of {self.root}") from e
             raise UnpackError(f"{what}: {e}") from e
         self.done.add(rel)
 

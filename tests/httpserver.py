@@ -16,6 +16,10 @@ Faults (for every path when given to ``serve``, or per path through ``set_fault`
 ``stall_after=N``    after N body bytes sleep ``stall_for`` seconds (default 5), then go on,
                      for the first ``cut_times`` GETs
 ``ignore_range``     always answer 200 with the full body
+``range_every=K``    honour Range only on every K-th GET that carries one (the others get 200
+                     with the full body), as some mirrors behind load balancers do
+``rst``              end cut connections with a TCP reset (SO_LINGER 0) instead of a FIN: data
+                     still in the server's send buffer is lost, as on a dropped link
 ``fail_first``       list of status codes answered (with ``Retry-After: 0``) to the first requests
 ``status``           answer every request with this status
 ``corrupt``          serve wrong bytes of the right length
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
+import struct
 import threading
 import time
 import urllib.parse
@@ -36,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = {"cut_after", "cut_times", "stall_after", "stall_for", "ignore_range", "fail_first"}
-FAULTS |= {"status", "corrupt", "no_length"}
+FAULTS |= {"status", "corrupt", "no_length", "range_every", "rst"}
 _INVERT = bytes(255 - i for i in range(256))
 
 
@@ -104,6 +110,9 @@ class Server:
             st = self._state.setdefault(path, _fresh(self._defaults))
             plan = dict(st)
             plan["fail"] = st["fail_first"].pop(0) if st["fail_first"] else None
+            if method == "GET" and rng and st["range_every"] and not plan["fail"]:
+                st["ranged"] += 1
+                plan["ignore_range"] = plan["ignore_range"] or st["ranged"] % st["range_every"] != 0
             if method == "GET" and st["cut_times"] > 0:
                 st["cut_times"] -= 1
             else:
@@ -130,6 +139,7 @@ def _check(faults: dict[str, Any]) -> dict[str, Any]:
 
 def _fresh(faults: dict[str, Any]) -> dict[str, Any]:
     st = {k: None for k in FAULTS} | {"cut_times": 1, "stall_for": 5.0} | faults
+    st["ranged"] = 0  # GETs with a Range header seen so far (for range_every)
     st["fail_first"] = list(st["fail_first"] or ())
     return st
 
@@ -195,12 +205,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(plan["stall_for"])
                 body = body[plan["stall_after"] :]
-            if plan["cut_after"] is not None and plan["cut_after"] < len(body):
+            cut = plan["cut_after"] is not None and plan["cut_after"] < len(body)
+            if cut:
                 body = body[: plan["cut_after"]]
                 self.close_connection = True  # the client sees the body end early
             self.wfile.write(body)
+            if cut and plan["rst"]:
+                self._reset()
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. timed out)
             self.close_connection = True
+
+    def _reset(self) -> None:
+        """Close with a TCP RST: unsent data is dropped and the client's read fails."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
 
 
 def serve(

@@ -29,12 +29,25 @@ def test_cut_mid_transfer_is_resumed_with_range(tmp_path: Path) -> None:
     assert not Path(f"{dest}.part").exists()
 
 
-def test_range_ignored_restarts_from_zero(tmp_path: Path) -> None:
+def test_range_ignored_skips_the_held_bytes(tmp_path: Path) -> None:
     dest = tmp_path / "f.bin"
+    notes: list[str] = []
     with serve({"f.bin": DATA}, cut_after=100_000, ignore_range=True) as srv:
-        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        fetch([srv.url("f.bin")], dest, SHA, notes=notes, **FAST)
         assert [r.range for r in gets(srv)] == [None, "bytes=100000-"]
     assert dest.read_bytes() == DATA
+    assert any("server ignored Range 1 times" in n for n in notes)
+
+
+def test_range_ignored_and_held_bytes_differ_refetches_from_there(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    Path(f"{dest}.part").write_bytes(DATA[:5000] + b"x" * 95_000)
+    notes: list[str] = []
+    with serve({"f.bin": DATA}, ignore_range=True) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, notes=notes, **FAST)
+        assert [r.range for r in gets(srv)] == ["bytes=100000-"]
+    assert dest.read_bytes() == DATA
+    assert "the server's file differs from the held f.bin.part at byte 5000" in "\n".join(notes)
 
 
 def test_stale_part_with_range_ignored_is_truncated(tmp_path: Path) -> None:
@@ -47,18 +60,22 @@ def test_stale_part_with_range_ignored_is_truncated(tmp_path: Path) -> None:
 
 def test_503_then_200_is_retried(tmp_path: Path) -> None:
     dest = tmp_path / "f.bin"
+    notes: list[str] = []
     with serve({"f.bin": DATA}, fail_first=[503, 503]) as srv:
-        fetch([srv.url("f.bin")], dest, SHA, **FAST)
+        fetch([srv.url("f.bin")], dest, SHA, notes=notes, **FAST)
         assert len(gets(srv)) == 3
+    assert notes == ["HTTP 503 2 times before it answered"]
     assert dest.read_bytes() == DATA
 
 
 def test_404_on_first_url_uses_second(tmp_path: Path) -> None:
     dest = tmp_path / "f.bin"
+    notes: list[str] = []
     with serve({"gone/f.bin": DATA, "f.bin": DATA}) as srv:
         srv.set_fault("gone/f.bin", status=404)
         urls = [srv.url("missing/f.bin"), srv.url("gone/f.bin"), srv.url("f.bin")]
-        assert fetch(urls, dest, SHA, **FAST) == urls[2]
+        assert fetch(urls, dest, SHA, notes=notes, **FAST) == urls[2]
+    assert notes == [f"{u}: HTTP 404 Not Found (next URL tried)" for u in urls[:2]]
     assert dest.read_bytes() == DATA
 
 
@@ -110,24 +127,49 @@ def test_wrong_stale_part_is_refetched_from_zero(tmp_path: Path) -> None:
     assert dest.read_bytes() == DATA
 
 
-def test_endless_cuts_give_up_and_keep_prefix(tmp_path: Path) -> None:
+def test_tries_without_progress_give_up_and_keep_prefix(tmp_path: Path) -> None:
     dest = tmp_path / "f.bin"
-    with serve({"f.bin": DATA}, cut_after=10_000, cut_times=99) as srv:
-        with pytest.raises(FetchError, match="cut 3 times"):
+    Path(f"{dest}.part").write_bytes(DATA[:30_000])
+    with serve({"f.bin": DATA}, cut_after=0, cut_times=99) as srv:
+        with pytest.raises(FetchError) as err:
             fetch([srv.url("f.bin")], dest, SHA, attempts=3, **FAST)
         assert len(gets(srv)) == 3
+    assert "transfer cut (connection closed before the end of the body)" in str(err.value)
+    assert "3 tries in a row brought no new byte (30000 bytes kept in f.bin.part" in str(err.value)
     assert not dest.exists()
     assert Path(f"{dest}.part").read_bytes() == DATA[:30_000]
 
 
-def test_read_timeout_mid_body_is_resumed(tmp_path: Path) -> None:
-    # Bytes reach the .part in 1 MiB reads, so a stall after 1 MiB + a bit resumes from 1 MiB.
+def test_cuts_with_progress_go_on_past_the_attempts(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    with serve({"f.bin": DATA}, cut_after=10_000, cut_times=99) as srv:
+        fetch([srv.url("f.bin")], dest, SHA, attempts=3, **FAST)
+        assert len(gets(srv)) == 30
+    assert dest.read_bytes() == DATA
+
+
+def test_time_cap_gives_up(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    gave_up = r"gave up after 0 s \(\d+ bytes kept in f.bin.part"
+    with (
+        serve({"f.bin": DATA}, cut_after=1_000, cut_times=999) as srv,
+        pytest.raises(FetchError, match=gave_up),
+    ):
+        fetch([srv.url("f.bin")], dest, SHA, time_cap=0.3, **FAST)
+    assert 0 < Path(f"{dest}.part").stat().st_size < len(DATA)
+
+
+def test_read_timeout_mid_body_keeps_every_byte_received(tmp_path: Path) -> None:
     big = os.urandom(3 << 20)
     dest = tmp_path / "f.bin"
     with serve({"f.bin": big}, stall_after=(1 << 20) + 5000, stall_for=3) as srv:
-        fetch([srv.url("f.bin")], dest, hashlib.sha256(big).hexdigest(), timeout=(5, 0.5))
-        assert [r.range for r in gets(srv)] == [None, f"bytes={1 << 20}-"]
+        notes: list[str] = []
+        fetch(
+            [srv.url("f.bin")], dest, hashlib.sha256(big).hexdigest(), timeout=(5, 0.5), notes=notes
+        )
+        assert [r.range for r in gets(srv)] == [None, f"bytes={(1 << 20) + 5000}-"]
     assert dest.read_bytes() == big
+    assert notes == ["transfer cut 1 times, resumed each time"]
 
 
 def test_file_url_and_missing_directory(tmp_path: Path) -> None:
@@ -217,3 +259,33 @@ def test_real_archive(archive: str, path: str, tmp_path: Path) -> None:
     dest = tmp_path / path.rsplit("/", 1)[1]
     assert fetch([url], dest, REAL[path], timeout=(10, 60)) == url
     assert sha256_file(dest) == REAL[path]
+
+
+# ---------------------------------------------------------------- hostile links, 50 MB each
+
+BIG = os.urandom(50 << 20)
+BIG_SHA = hashlib.sha256(BIG).hexdigest()
+CUT = 3 << 20  # every response is cut after 3 MB of body, forever
+HOSTILE = {
+    "cut every 3 MB after 8 x 503": dict(cut_after=CUT, cut_times=10**6, fail_first=[503] * 8),
+    "Range honoured every other request": dict(cut_after=CUT, cut_times=10**6, range_every=2),
+    "cut by TCP reset every 3 MB": dict(cut_after=CUT, cut_times=10**6, rst=True),
+}
+
+
+@pytest.mark.parametrize("faults", HOSTILE.values(), ids=list(HOSTILE))
+def test_hostile_link_finishes_in_one_run(tmp_path: Path, faults: dict) -> None:
+    dest = tmp_path / "big.bin"
+    notes: list[str] = []
+    with serve({"big.bin": BIG}, **faults) as srv:
+        assert fetch([srv.url("big.bin")], dest, BIG_SHA, notes=notes, **FAST) == srv.url("big.bin")
+        tries = len(gets(srv))
+    assert sha256_file(dest) == BIG_SHA
+    assert not Path(f"{dest}.part").exists()
+    assert tries > 50 / 3  # the server really did cut it
+    said = "\n".join(notes)
+    assert "transfer cut" in said and "resumed" in said
+    if "range_every" in faults:
+        assert "server ignored Range" in said
+    if "fail_first" in faults:
+        assert "HTTP 503 8 times" in said

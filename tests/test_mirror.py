@@ -245,6 +245,7 @@ def test_body_cut_mid_transfer_is_resumed_and_the_build_succeeds(
     srv.set_fault(a.file, cut_after=100_000)
     r = ok(project.doit())
     assert [g.range for g in gets(srv)] == [None, "bytes=100000-"]
+    assert "    recovered: transfer cut 1 times, resumed each time" in r.out
     assert origins(r) == {a.file: srv.url(a.file)}
     assert (project.root / "mirror" / a.file).read_bytes() == a.data
     assert not (project.root / "mirror" / f"{a.file}.part").exists()
@@ -261,6 +262,20 @@ def test_503_then_200_is_retried(project: Project, srv: Server) -> None:
     assert share(project, "a") == "a 1.0\n"
 
 
+def test_50_mb_over_a_hostile_link_arrive_in_one_run(project: Project, srv: Server) -> None:
+    """503s first, then every response cut by a TCP reset after 3 MB, Range honoured only on
+    every other request: one `doit mirror` gets the file, and the summary says what it took."""
+    a = served(project, srv, "a", blob=50 << 20)
+    srv.set_fault(
+        a.file, fail_first=[503] * 8, cut_after=3 << 20, cut_times=10**6, range_every=2, rst=True
+    )
+    r = ok(project.doit("mirror"))
+    assert (project.root / "mirror" / a.file).read_bytes() == a.data
+    assert len(gets(srv)) > 50 / 3
+    for said in ("HTTP 503 8 times before it answered", "resumed each time", "ignored Range"):
+        assert said in r.out, r.out
+
+
 def test_404_on_the_first_url_uses_the_second(project: Project, srv: Server) -> None:
     a = tarball("a")
     with serve({a.file: a.data}) as second:
@@ -270,6 +285,7 @@ def test_404_on_the_first_url_uses_the_second(project: Project, srv: Server) -> 
         assert [g.path for g in gets(srv)] == [a.file]
         assert len(gets(second)) == 1
     assert origins(r) == {a.file: urls[1]}
+    assert f"    recovered: {urls[0]}: HTTP 404 Not Found (next URL tried)" in r.out
     assert (project.root / "mirror" / a.file).read_bytes() == a.data
     assert share(project, "a") == "a 1.0\n"
 
@@ -285,6 +301,7 @@ def test_wrong_bytes_from_the_only_url_fail_and_leave_nothing(
     msg = r.out + r.err
     assert srv.url(a.file) in msg
     assert a.sha in msg and bad in msg
+    assert 'the sha256 is pinned by recipes/a.toml: versions."1.0".sources[0].sha256' in msg
     assert f"FAILED mirror:{a.file}" in r.out
     assert not (project.root / "mirror" / a.file).exists()
     assert not (project.root / "mirror" / f"{a.file}.part").exists()
@@ -366,6 +383,7 @@ def test_damaged_mirror_file_is_refetched_and_nothing_rebuilt(
         assert not bad.exists()
     else:  # the damaged copy is kept for inspection, under a name nothing uses
         assert bad.read_bytes() == bytes(rotten)
+        assert f"kept as mirror/{a.file}.bad, fetched again" in r.out
     assert f"mirror:{a.file}" in r.ran
     assert origins(r) == {a.file: srv.url(a.file)}
     # the source's content is what the package was built from: nothing to rebuild

@@ -83,9 +83,10 @@ class Signature:
 
     __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
 
-    def __init__(self, signature: dict[str, Any]):
+    def __init__(self, signature: dict[str, Any], recipe: Path | None = None):
         # flat, so a change names its field: {"engine": 1, "platform.TARGET": ..., ...}
         self.signature = signature
+        self.recipe = recipe  # named in the message (a package's recipe is no file_dep)
         self.changed: list[str] | None = None
 
     def __call__(self, task: Task, values: dict[str, Any]) -> bool:
@@ -105,7 +106,10 @@ class Signature:
             return "recipe signature"
         if self.changed == ["never built"]:
             return "recipe signature: never built"
-        return "recipe changed: " + ", ".join(self.changed) if self.changed else "recipe unchanged"
+        where = f" ({self.recipe})" if self.recipe else ""
+        if not self.changed:
+            return "recipe unchanged"
+        return f"recipe changed{where}: " + ", ".join(self.changed)
 
     __repr__ = __str__
 
@@ -120,6 +124,8 @@ def unconfirmed_meta(build: Build, what: str | None = None) -> dict[str, str] | 
 
 
 def files_of(recipe: Recipe) -> list[str]:
-    """The recipe file and its patches and files: a step reruns when one changes."""
-    paths: list[Path] = [recipe.path, *recipe.patch_paths(), *recipe.file_paths()]
+    """The recipe's patches and files: a step reruns when one changes. Not the recipe file
+    itself: its normalised signature (``Signature``) decides, so a comment, key order,
+    whitespace, a URL, a description or a note reruns nothing."""
+    paths: list[Path] = [*recipe.patch_paths(), *recipe.file_paths()]
     return [str(p) for p in paths]

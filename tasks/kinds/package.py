@@ -1,9 +1,10 @@
 """kind = "package" (the default): a package built from its sources by a build system.
 
-Task ``PKG``: file_dep = the recipe, its patches and files, its source files in the mirror
+Task ``PKG``: file_dep = the recipe's patches and files, its source files in the mirror
 and the outputs of its dependencies (a package's **manifest**: task_dep alone would order but
 never invalidate; a checkpoint or session step only orders); uptodate = the normalised recipe
-signature (a changed flag reruns it); target = ``cache/manifests/PKG.json``. Because
+signature (a changed flag reruns it; a comment, a URL or a description does not: the recipe
+file itself is no file_dep); target = ``cache/manifests/PKG.json``. Because
 dependents depend on manifest *content*, a rebuild with byte-identical output stops the
 cascade there (early cutoff). ``doit clean PKG`` removes its build tree, stage and manifest.
 """
@@ -67,7 +68,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             actions=[action],
             file_dep=file_dep + dep_files,
             targets=outputs(plan, build),
-            uptodate=[Signature(signature)],
+            uptodate=[Signature(signature, recipe.path)],
             clean=[(clean_package, [paths, build.name])],
             task_dep=order_only,
             doc=doc,

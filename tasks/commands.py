@@ -1,0 +1,111 @@
+"""doit's ``clean``, ``forget`` and ``info`` with this project's messages.
+
+Registered as doit command plugins (``pyproject.toml``: the ``doit.COMMAND`` entry points
+and ``[tool.doit.plugins.command]``), they replace the built-in ones of the same name:
+
+- ``clean`` and ``forget`` take the project lock before they print or change anything: under
+  another doit's lock they refuse with one line, having said nothing else; ``clean`` prints
+  no "executing 'Python: function ...'" line, only what each clean action says it removed;
+- ``info`` of a name that is no task says so (with close names) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from doit.action import PythonAction
+from doit.cmd_clean import Clean as DoitClean
+from doit.cmd_forget import Forget as DoitForget
+from doit.cmd_info import Info as DoitInfo
+from doit.exceptions import BaseFail, InvalidCommand
+from doit.task import clean_targets
+
+from tasks import lock
+
+
+def _take_lock(command: str, state_dir: str) -> None:
+    try:
+        lock.acquire(Path(state_dir))
+    except lock.LockedError as e:
+        raise InvalidCommand(f"doit {command}: {e}. Nothing was changed.") from None
+
+
+def unknown_task(name: str, known: list[str]) -> InvalidCommand:
+    """The error for a name that is no task, naming the closest ones."""
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return InvalidCommand(f"no package or task named {name!r}{hint}; `doit list` shows them all")
+
+
+def _check_names(names: list[str] | None, tasks: list[Any]) -> None:
+    known = [t.name for t in tasks]
+    for name in names or ():
+        if "*" not in name and name not in known:
+            raise unknown_task(name, known)
+
+
+class Clean(DoitClean):
+    """``doit clean``: lock first, then each clean action quietly (they say what they did)."""
+
+    def _execute(  # doit passes the options by these names
+        self,
+        dryrun: bool,
+        cleandep: bool,
+        cleanall: bool,
+        cleanforget: bool,
+        pos_args: list[str] | None = None,
+    ) -> Any:
+        _check_names(pos_args, self.task_list)
+        if not dryrun:
+            _take_lock("clean", self.dep_manager.name)
+        return super()._execute(dryrun, cleandep, cleanall, cleanforget, pos_args=pos_args)
+
+    def clean_tasks(self, tasks: list[Any], dryrun: bool, cleanforget: bool) -> None:
+        cleaned: set[str] = set()
+        for task in tasks:
+            if task.name in cleaned:
+                continue
+            cleaned.add(task.name)
+            _clean_quietly(task, dryrun, self.outstream)
+            if cleanforget and not dryrun:
+                self.dep_manager.remove(task.name)
+        self.dep_manager.close()
+
+
+def _clean_quietly(task: Any, dryrun: bool, out: Any) -> None:
+    """doit's ``Task.clean`` without its "executing ..." line."""
+    task.init_options()
+    if task._remove_targets is True:
+        clean_targets(task, dryrun)
+        return
+    for action in task.clean_actions:
+        on_dryrun = isinstance(action, PythonAction) and (
+            "dryrun" in inspect.signature(action.py_callable).parameters
+        )
+        if on_dryrun:
+            action.kwargs["dryrun"] = dryrun
+        if not dryrun or on_dryrun:
+            result = action.execute(out=out)
+            if isinstance(result, BaseFail):
+                raise InvalidCommand(f"doit clean {task.name}: {result.get_msg().strip()}")
+
+
+class Forget(DoitForget):
+    """``doit forget``: lock first, so a refusal prints nothing but itself."""
+
+    def _execute(self, forget_sub: bool, forget_disable_default: bool, forget_all: bool) -> Any:
+        _check_names(None if forget_all else self.sel_tasks, self.task_list)
+        _take_lock("forget", self.dep_manager.name)
+        return super()._execute(forget_sub, forget_disable_default, forget_all)
+
+
+class Info(DoitInfo):
+    """``doit info NAME``: a clear message for a name that is no task."""
+
+    def _execute(self, pos_args: list[str], hide_status: bool = False) -> Any:
+        if len(pos_args) == 1:
+            _check_names(pos_args, self.task_list)
+        return super()._execute(pos_args, hide_status=hide_status)

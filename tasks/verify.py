@@ -1,0 +1,128 @@
+"""``doit verify`` / ``doit verify:PKG``: is the installed build reproducible?
+
+live-bootstrap checks its packages against ``SHA256SUMS.pkgs``; here the reference is the
+package's own manifest. ``verify:PKG`` builds the package again from the same recipe, sources
+and ROOT, in a fresh build tree at the path a build uses (``cache/build/PKG``: compilers
+record that path, so another one would differ; a tree left there by a failed build is
+replaced) with its own stage and log (``cache/verify/PKG/``), scans that stage as a build
+would, and compares the result with the installed manifest. It
+never touches ROOT, the manifest or the package's state; the tree is removed afterwards (the
+log stays, and the stage when it differs). It fails listing every file that differs (content, mode, type, link target, only
+in one of the two). The package is built first if it is not yet.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from doit.exceptions import TaskError, TaskFailed
+
+from tasks import manifest
+from tasks.build import BuildAction
+from tasks.config import Paths
+from tasks.fsutil import safe_rmtree
+from tasks.platform import Platform
+from tasks.recipe import Build
+
+
+def differences(
+    installed: dict[str, dict[str, Any]], rebuilt: dict[str, dict[str, Any]]
+) -> list[str]:
+    """One line per path whose entry differs between two manifests' file lists."""
+    out = []
+    for rel in sorted(installed.keys() | rebuilt.keys()):
+        a, b = installed.get(rel), rebuilt.get(rel)
+        if a == b:
+            continue
+        if a is None:
+            out.append(f"{rel}: only in the rebuild")
+        elif b is None:
+            out.append(f"{rel}: only in the installed package")
+        else:
+            what = ", ".join(
+                f"{k} {a.get(k)} -> {b.get(k)}"
+                for k in sorted(a.keys() | b.keys())
+                if a.get(k) != b.get(k)
+            )
+            out.append(f"{rel}: {what}")
+    return out
+
+
+class VerifyAction(BuildAction):
+    """A ``BuildAction`` into ``cache/verify/PKG/`` that stops before the merge and compares."""
+
+    def __init__(self, build: Build, platform: Platform, paths: Paths, isolate_network: bool):
+        super().__init__(
+            build,
+            platform,
+            paths,
+            keep_build=False,
+            checkpoint=True,  # no merge, no manifest, no adoption
+            isolate_network=isolate_network,
+        )
+
+    def __str__(self) -> str:
+        return f"verify {self.build.name} {self.build.version.version} ({self.platform.name})"
+
+    def _dirs(self) -> tuple[Path, Path, Path]:
+        # the build tree at the path of a real build: compilers record it (autoconf's default
+        # -g puts it in the debug info, __FILE__ in the code), so another path differs
+        top = (self.paths.cache / "verify" / self.build.name).resolve()
+        return self.paths.build_dir(self.build.name).resolve(), top / "stage", top / "log"
+
+    def execute(
+        self, out: IO[str] | None = None, err: IO[str] | None = None
+    ) -> TaskFailed | TaskError | None:
+        name = self.build.name
+        installed = self.paths.manifest(name)
+        if not installed.exists():
+            return TaskFailed(f"verify {name}: {installed} is missing: build {name} first")
+        build_dir, stage, log = self._dirs()
+        diff: list[str] = []
+        failed = super().execute(out, err)
+        try:
+            if failed is not None:
+                return failed
+            try:
+                rebuilt = manifest.scan_stage(stage, self.platform.root)
+            except manifest.StageError as e:
+                return TaskFailed(f"verify {name}: {e}")
+            diff = differences(manifest.read(installed), rebuilt)
+        finally:
+            safe_rmtree(build_dir)
+            if failed is not None or not diff:
+                safe_rmtree(stage)
+        if diff:
+            shown = "\n".join(f"  {d}" for d in diff)
+            return TaskFailed(
+                f"verify {name}: not reproducible, {len(diff)} of {len(rebuilt)} entries differ "
+                f"from {installed} (log: {log}; the rebuild's files stay in {stage} to compare "
+                f"with ROOT):\n{shown}"
+            )
+        sys.stderr.write(
+            f"verify {name}: reproducible ({len(rebuilt)} entries equal the installed manifest)\n"
+        )
+        return None
+
+
+def verify_tasks(project: Any) -> list[dict[str, Any]]:
+    """``verify:PKG`` for every package of ``project`` (a ``tasks.loader.Project``) that has a
+    build (doit subtasks of the function ``task_verify`` in ``dodo.py``)."""
+    out = []
+    for name in project.order:
+        build = project.builds[name]
+        if build.recipe.kind != "package" or build.version.unconfirmed:
+            continue
+        action = VerifyAction(build, project.platform, project.paths, project.isolate)
+        out.append(
+            {
+                "name": name,
+                "actions": [action],
+                "task_dep": [name],
+                "uptodate": [False],
+                "doc": f"rebuild {name} apart and compare with its installed manifest",
+            }
+        )
+    return out

@@ -1,0 +1,59 @@
+"""``doit verify``: a package rebuilt apart and compared with its installed manifest, through
+the real ``doit``; ROOT, the manifest and the package's state stay as they were."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Project, real_project
+from tests.test_engine import ok, pkg
+from tests.test_faults import snapshot
+
+
+def untouched(project: Project) -> dict:
+    state = project.root / "cache" / "state" / "tasks"
+    return {
+        "root": snapshot(project.sandbox_root),
+        "manifests": snapshot(project.root / "cache" / "manifests"),
+        "state": {p.name: p.read_bytes() for p in state.glob("*.json") if "verify" not in p.name},
+    }
+
+
+def test_verify_reproducible_and_not(project: Project) -> None:
+    pkg(project, "a")
+    pkg(project, "b", ("a",), extra='date +%s%N > "$DESTDIR$PREFIX/share/stamp"')
+    ok(project.doit())
+    before = untouched(project)
+
+    r = ok(project.doit("verify:a"))
+    assert "verify a: reproducible (3 entries equal the installed manifest)" in r.err, r.err
+    r = project.doit("verify")
+    assert r.code == 1
+    assert "verify b: not reproducible, 1 of 4 entries differ" in r.out, r.out
+    assert "  usr/share/stamp: sha256 " in r.out
+    assert "b.txt" not in r.out  # only what differs is listed
+    assert untouched(project) == before
+    assert not (project.root / "cache" / "verify" / "a" / "stage").exists()
+    kept = project.root / "cache" / "verify" / "b" / "stage"
+    assert f"the rebuild's files stay in {kept.resolve()}" in r.out, r.out
+    assert next(kept.rglob("stamp")).read_text() != project.installed("share/stamp").read_text()
+    assert (project.root / "cache" / "verify" / "b" / "log").is_file()
+    assert ok(project.doit()).ran == []
+
+
+def test_verify_before_the_build_builds_first(project: Project) -> None:
+    pkg(project, "a")
+    r = ok(project.doit("verify:a"))
+    assert r.packages_ran()[:1] == ["a"] and project.manifest("a").is_file()
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_verify_a_real_package(tmp_path, archive: str) -> None:
+    project = real_project(tmp_path / "proj", "lua")
+    ok(project.doit())
+    before = untouched(project)
+    r = project.doit("verify:lua")
+    assert r.code == 0, r.out + r.err
+    assert "verify lua: reproducible" in r.err
+    assert untouched(project) == before
