@@ -390,11 +390,11 @@ def run(
     found = find_tools(tools)
     fig = measure(project / "cache", image=image, **measure_args)
     qemu = found.get("qemu-system-x86_64")
+    tcg = kvmprobe.guest_probe(qemu, "tcg") if qemu else None
     if host.get("kvm", "auto") == "off":
         kvm = kvmprobe.Probe(False, "not tried: host.kvm = 'off' in the config", 0.0)
     else:
-        kvm = kvmprobe.kvm_usable(qemu)
-    tcg = kvmprobe.guest_probe(qemu, "tcg") if qemu and not kvm.ok else None
+        kvm = kvmprobe.kvm_usable(qemu, tcg=tcg)
     facts = assess(fig, kvm, tcg, tools, found, host)
     text = report(facts, kvm)
     out = project / "cache" / "host"

@@ -268,3 +268,21 @@ def test_bad_tools_table_names_file_and_field(tmp_path: Path) -> None:
         f"{path}: tools.git.required: expected bool, got str",
         f"{path}: tools.git.suse: unknown key",
     ], got
+
+
+def test_a_kvm_slower_than_tcg_is_not_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's KVM sometimes finishes the tiny guest in 2.8 s (TCG: 0.3 s) and then
+    hangs a real one: a KVM that crawls is reported unusable, one that is quick is used."""
+    ok = kvmprobe.Probe(True, "/dev/kvm: API version 12, VM created", 0.01, 12)
+    monkeypatch.setattr(kvmprobe, "ioctl_probe", lambda *a, **k: ok)
+    tcg = kvmprobe.Probe(True, "a tiny tcg guest booted and exited in 0.30 s", 0.3)
+
+    monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 2.8))
+    slow = kvmprobe.kvm_usable("qemu", tcg=tcg)
+    assert not slow.ok and "9x the same guest under TCG (0.30 s)" in slow.reason
+
+    monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 0.2))
+    assert kvmprobe.kvm_usable("qemu", tcg=tcg).ok
+    # without a TCG yardstick only the hard timeout decides
+    monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 2.8))
+    assert kvmprobe.kvm_usable("qemu").ok
