@@ -23,6 +23,25 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# what the package builds export (tasks/platform.py build_env) and the guest's profile sets:
+# none of it may reach the toolkit stages or the LFS user (test_stage_env, test_sudo)
+PACKAGE_VARS = {
+    "PKG_CONFIG_PATH": "/usr/lib/i686-unknown-linux-musl/pkgconfig",
+    "PREFIX": "/usr",
+    "LIBDIR": "/usr/lib/i686-unknown-linux-musl",
+    "TARGET": "i686-unknown-linux-musl",
+    "ROOT": "/",
+    "DESTDIR": "/tmp/destdir",
+    "CPPFLAGS": "-I/usr/include",
+    "LDFLAGS": "-L/usr/lib/i686-unknown-linux-musl",
+    "CFLAGS": "-O0",
+    "SOURCE_DATE_EPOCH": "0",
+    "MAKEJOBS": "-j2",
+    "GOARCH": "386",
+    "GOFLAGS": "-mod=vendor",
+}
+
+
 @dataclass
 class Result:
     code: int

@@ -211,8 +211,8 @@ def test_a_moved_branch_does_not_change_the_checkout(
 
 
 def test_bare_repositories_in_a_mirror_dir_work_offline(origin: Origin, tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
-    (mirror / "team+app").mkdir(parents=True)
+    mirror = snapshot_mirror(origin, tmp_path)  # the plain layout <dir>/<name>.git
+    (mirror / "team+app").mkdir()
     git(
         tmp_path,
         "clone",
@@ -221,15 +221,6 @@ def test_bare_repositories_in_a_mirror_dir_work_offline(origin: Origin, tmp_path
         str(origin.root / "app.git"),
         str(mirror / "team+app" / "repo"),
     )
-    for name in ("lib", "inner"):  # the plain layout <dir>/<name>.git
-        git(
-            tmp_path,
-            "clone",
-            "--quiet",
-            "--mirror",
-            str(origin.root / f"{name}.git"),
-            str(mirror / f"{name}.git"),
-        )
     pin = origin.pin(f"{UNREACHABLE}/app", origin.pr, ref="refs/pull/1/head")
     record = checkout(pin, tmp_path / "app", mirrors=[mirror], network=False)
     assert_pinned_tree(tmp_path / "app", origin, origin.pr)

@@ -15,25 +15,9 @@ import subprocess
 from pathlib import Path
 
 from tasks import gomodules
-from tests.conftest import Project
+from tests.conftest import PACKAGE_VARS, Project
 from tests.test_azurelinux import Azl, make_azl, ok
 
-# what the package builds export (tasks/platform.py build_env) and the guest's profile sets
-PACKAGE_VARS = {
-    "PKG_CONFIG_PATH": "/usr/lib/i686-unknown-linux-musl/pkgconfig",
-    "PREFIX": "/usr",
-    "LIBDIR": "/usr/lib/i686-unknown-linux-musl",
-    "TARGET": "i686-unknown-linux-musl",
-    "ROOT": "/",
-    "DESTDIR": "/tmp/destdir",
-    "CPPFLAGS": "-I/usr/include",
-    "LDFLAGS": "-L/usr/lib/i686-unknown-linux-musl",
-    "CFLAGS": "-O0",
-    "SOURCE_DATE_EPOCH": "0",
-    "MAKEJOBS": "-j2",
-    "GOARCH": "386",
-    "GOFLAGS": "-mod=vendor",
-}
 # what make and the shell add by themselves
 MAKE_OWN = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "PWD", "SHLVL", "_", "OLDPWD",
             "MAKE_TERMOUT", "MAKE_TERMERR"}  # fmt: skip

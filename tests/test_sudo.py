@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, real_project
+from tests.conftest import PACKAGE_VARS, REPO, real_project
 
 SHIM = REPO / "recipes" / "sudo" / "sudo"
 # the toolkit's own sudoers line (toolchain/container/Dockerfile)
@@ -30,15 +30,6 @@ TOOLKIT_ENV_KEEP = [
     "LFS", "LC_ALL", "LFS_TGT", "PATH", "MAKEFLAGS", "FETCH_TOOLCHAIN_MODE", "LFS_TEST",
     "LFS_DOCS", "JOB_COUNT", "LOOP", "IMAGE_SIZE", "INITRD_TREE", "IMAGE",
 ]  # fmt: skip
-# what a package build exports (tasks/platform.py) and must not reach the lfs user
-PACKAGE_VARS = {
-    "PKG_CONFIG_PATH": "/usr/lib/i686-unknown-linux-musl/pkgconfig",
-    "PREFIX": "/usr",
-    "LIBDIR": "/usr/lib/i686-unknown-linux-musl",
-    "TARGET": "i686-unknown-linux-musl",
-    "ROOT": "/",
-    "CFLAGS": "-O0",
-}
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chroot"),
