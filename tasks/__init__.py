@@ -26,7 +26,7 @@ Every step is a recipe in ``recipes/`` of one *kind*; one module per concept:
 - ``gomodules`` Go modules fetched on the host into a module cache, served offline in the guest
 - ``manifest``  manifests of installed files and the merge of a stage into ROOT
 - ``checker``   xxh3 file_dep checker with a per-run and persistent digest cache
-- ``state``     durable doit backend: one JSON file per task, committed per task
+- ``state``     durable doit backend: one append-only journal, committed per task
 - ``lock``      one writer per project
 - ``report``    progress reporter and per-package logs
 

@@ -142,7 +142,7 @@ class Paths:
 
     @cached_property
     def state(self) -> Path:
-        """doit state (one file per task), the digest cache and the project lock."""
+        """doit state (the journal), the digest cache and the project lock."""
         return self.cache / "state"
 
     @cached_property
