@@ -115,8 +115,14 @@ def merge(
     for rel, e in entries.items():  # sorted: parents before children
         src, dst = base / rel, Path(root, rel)
         if e["type"] == "dir":
-            if not dst.is_dir():  # a directory ROOT already has keeps its mode (think /tmp)
+            # a directory ROOT already has keeps its mode (think /tmp); under `doit -n N`
+            # another package's merge may make it between a check and the mkdir
+            try:
                 dst.mkdir(parents=True)
+            except FileExistsError:
+                if not dst.is_dir():
+                    raise
+            else:
                 os.chmod(dst, int(e["mode"], 8))
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
