@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doit.exceptions import InvalidTask
+from doit.exceptions import InvalidTask, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from tasks import lock
@@ -45,6 +45,7 @@ class Reporter(ConsoleReporter):
             raise InvalidTask(str(e)) from None
         self.counted = _closure(tasks, selected_tasks)
         self.fetched: list[tuple[str, dict[str, Any]]] = []
+        self.verified: dict[str, bool] = {}  # verify:PKG -> reproducible
         problem = self.preflight(tasks, self.counted) if self.preflight else None
         if problem:
             raise InvalidTask(problem)
@@ -78,6 +79,8 @@ class Reporter(ConsoleReporter):
         self._tick(task)
         if task.name.startswith("mirror:") and "origin" in task.values:
             self.fetched.append((task.name.removeprefix("mirror:"), task.values))
+        elif task.name.startswith("verify:"):
+            self.verified[task.name.removeprefix("verify:")] = True
 
     def skip_uptodate(self, task: Any) -> None:
         self._tick(task)
@@ -90,8 +93,12 @@ class Reporter(ConsoleReporter):
 
     def add_failure(self, task: Any, fail: Any) -> None:
         self._tick(task)
+        if not task.actions and isinstance(fail, UnmetDependency):
+            return  # a group task (``all``, ``verify``) whose failed parts are listed already
         self.failures.append({"task": task, "exception": fail})
         self._say(f"FAILED {task.name}\n")
+        if task.name.startswith("verify:"):
+            self.verified[task.name.removeprefix("verify:")] = False
 
     def _say(self, text: str) -> None:
         if self.bar is not None:
@@ -106,6 +113,8 @@ class Reporter(ConsoleReporter):
             self.write(mirror_summary(self.fetched))
         for res in self.failures:
             self.write(f"#### {res['task'].name}\n{res['exception'].get_msg().rstrip()}\n")
+        if getattr(self, "verified", None):
+            self.write(verify_summary(self.verified))
         if self.runtime_errors:
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
 
@@ -125,6 +134,15 @@ def mirror_summary(fetched: list[tuple[str, dict[str, Any]]]) -> str:
             lines.append(f"  {f}  {v['bytes'] / 2**20:.1f} MiB  from {v['origin']}")
         lines += [f"    recovered: {n}" for n in v.get("notes") or ()]
     return "\n".join(lines) + "\n"
+
+
+def verify_summary(verified: dict[str, bool]) -> str:
+    """The last line of a ``doit verify``: how many of the packages it rebuilt came out equal
+    to their installed manifest, and which did not (a package whose rebuild failed to build
+    counts as not reproducible; its failure is listed above)."""
+    bad = sorted(p for p, same in verified.items() if not same)
+    line = f"verify: {len(verified) - len(bad)} of {len(verified)} packages reproducible"
+    return line + (f"; not reproducible: {', '.join(bad)}\n" if bad else "\n")
 
 
 Preflight = Callable[[dict[str, Any], set[str]], "str | None"]

@@ -9,6 +9,12 @@ would, and compares the result with the installed manifest. It
 never touches ROOT, the manifest or the package's state; the tree is removed afterwards (the
 log stays, and the stage when it differs). It fails listing every file that differs (content, mode, type, link target, only
 in one of the two). The package is built first if it is not yet.
+
+A run that only verifies (``doit verify``, ``doit -n 2 verify:grep verify:git``) goes on
+after a package that differs (doit's ``--continue``, set by ``dodo.py`` through
+``only_verify``): one non-reproducible package does not hide the verdict on the others. The
+run ends with one line, ``verify: N of M packages reproducible``, naming those that are not
+(``tasks.report``).
 """
 
 from __future__ import annotations
@@ -105,6 +111,16 @@ class VerifyAction(BuildAction):
             f"verify {name}: reproducible ({len(rebuilt)} entries equal the installed manifest)\n"
         )
         return None
+
+
+def only_verify(argv: list[str]) -> bool:
+    """Whether a ``doit`` command line (without the program) names verify tasks and no other
+    task: ``verify``, ``verify:PKG``, with options (``-n 2``, ``--continue``) and the ``run``
+    command around them. Then the run should go on after a failure."""
+    words = [a for a in argv if not a.startswith("-") and not a.isdigit()]
+    if words[:1] == ["run"]:
+        words = words[1:]
+    return bool(words) and all(w == "verify" or w.startswith("verify:") for w in words)
 
 
 def verify_tasks(project: Any) -> list[dict[str, Any]]:
