@@ -2,13 +2,16 @@
 
 live-bootstrap checks its packages against ``SHA256SUMS.pkgs``; here the reference is the
 package's own manifest. ``verify:PKG`` builds the package again from the same recipe, sources
-and ROOT, in a fresh build tree at the path a build uses (``cache/build/PKG``: compilers
-record that path, so another one would differ; a tree left there by a failed build is
-replaced) with its own stage and log (``cache/verify/PKG/``), scans that stage as a build
-would, and compares the result with the installed manifest. It
-never touches ROOT, the manifest or the package's state; the tree is removed afterwards (the
-log stays, and the stage when it differs). It fails listing every file that differs (content, mode, type, link target, only
-in one of the two). The package is built first if it is not yet.
+and ROOT, in a fresh build tree and stage at the paths a build uses (``cache/build/PKG`` and
+``cache/stage/PKG``, whose old contents are replaced: compilers record the build path, and
+some builds record the stage path, DESTDIR, too: Tcl's Makefile puts it into libtcl's
+``tcl::pkgconfig`` table, so another path would differ), with its own log
+(``cache/verify/PKG/log``), scans that stage as a build would, and compares the result with
+the installed manifest. It never touches ROOT, the manifest or the package's state; the
+build tree is removed afterwards, the stage too when it equals the manifest, else it is moved
+to ``cache/verify/PKG/stage`` to be compared with ROOT. It fails listing every file that
+differs (content, mode, type, link target, only in one of the two). The package is built
+first if it is not yet.
 
 A run that only verifies (``doit verify``, ``doit -n 2 verify:grep verify:git``) goes on
 after a package that differs (doit's ``--continue``, set by ``dodo.py`` through
@@ -19,6 +22,7 @@ run ends with one line, ``verify: N of M packages reproducible``, naming those t
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -57,7 +61,8 @@ def differences(
 
 
 class VerifyAction(BuildAction):
-    """A ``BuildAction`` into ``cache/verify/PKG/`` that stops before the merge and compares."""
+    """A ``BuildAction`` at a build's paths that stops before the merge and compares; its log
+    and a stage that differs go to ``cache/verify/PKG/``."""
 
     def __init__(self, build: Build, platform: Platform, paths: Paths, isolate_network: bool):
         super().__init__(
@@ -73,10 +78,15 @@ class VerifyAction(BuildAction):
         return f"verify {self.build.name} {self.build.version.version} ({self.platform.name})"
 
     def _dirs(self) -> tuple[Path, Path, Path]:
-        # the build tree at the path of a real build: compilers record it (autoconf's default
-        # -g puts it in the debug info, __FILE__ in the code), so another path differs
-        top = (self.paths.cache / "verify" / self.build.name).resolve()
-        return self.paths.build_dir(self.build.name).resolve(), top / "stage", top / "log"
+        # the build tree and stage at the paths of a real build: compilers record the tree
+        # (autoconf's default -g puts it in the debug info, __FILE__ in the code), some
+        # Makefiles the stage (DESTDIR), so other paths would differ
+        build_dir, stage, _ = super()._dirs()
+        return build_dir, stage, self._kept().parent / "log"
+
+    def _kept(self) -> Path:
+        """Where the rebuild's stage stays when it differs."""
+        return (self.paths.cache / "verify" / self.build.name / "stage").resolve()
 
     def execute(
         self, out: IO[str] | None = None, err: IO[str] | None = None
@@ -87,6 +97,8 @@ class VerifyAction(BuildAction):
             return TaskFailed(f"verify {name}: {installed} is missing: build {name} first")
         build_dir, stage, log = self._dirs()
         diff: list[str] = []
+        kept = self._kept()
+        safe_rmtree(kept)  # an earlier verify's: it would be taken for this one's
         failed = super().execute(out, err)
         try:
             if failed is not None:
@@ -98,13 +110,15 @@ class VerifyAction(BuildAction):
             diff = differences(manifest.read(installed), rebuilt)
         finally:
             safe_rmtree(build_dir)
-            if failed is not None or not diff:
+            if diff:
+                os.replace(stage, kept)  # the stage path is a build's: keep it elsewhere
+            else:
                 safe_rmtree(stage)
         if diff:
             shown = "\n".join(f"  {d}" for d in diff)
             return TaskFailed(
                 f"verify {name}: not reproducible, {len(diff)} of {len(rebuilt)} entries differ "
-                f"from {installed} (log: {log}; the rebuild's files stay in {stage} to compare "
+                f"from {installed} (log: {log}; the rebuild's files stay in {kept} to compare "
                 f"with ROOT):\n{shown}"
             )
         sys.stderr.write(

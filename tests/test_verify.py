@@ -48,6 +48,17 @@ def test_verify_reproducible_and_not(project: Project) -> None:
     assert ok(project.doit()).ran == []
 
 
+def test_verify_rebuilds_at_the_stage_path_of_a_build(project: Project) -> None:
+    """Some builds record DESTDIR (Tcl's Makefile compiles it into libtcl's install paths):
+    the rebuild is staged where a build stages, so that alone does not make it differ."""
+    pkg(project, "a", extra='echo "$DESTDIR" > "$DESTDIR$PREFIX/share/destdir"')
+    ok(project.doit())
+    r = ok(project.doit("verify:a"))
+    assert "verify a: reproducible (4 entries equal the installed manifest)" in r.err, r.err
+    assert not (project.root / "cache" / "verify" / "a" / "stage").exists()
+    assert not (project.root / "cache" / "stage" / "a").exists()
+
+
 def test_verify_before_the_build_builds_first(project: Project) -> None:
     pkg(project, "a")
     r = ok(project.doit("verify:a"))
