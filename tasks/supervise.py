@@ -12,6 +12,10 @@ namespace (``unshare(CLONE_NEWNET)``: needs root, as in the guest), so the build
 network at all, not even loopback: only fetch tasks use the network. If that is not
 possible it refuses (exit 126) rather than build unisolated.
 
+CMD runs with umask 022 whatever the caller's: files a build creates without an explicit
+mode (``cat > f``, ``mkdir -p``, ``cp``) get the same modes, which the manifest records, on
+every machine and for every user (``doit verify`` compares them).
+
 ``tasks.build`` starts it with ``PYTHONCOERCECLOCALE=0``, which it removes before running CMD:
 without it, Python started with no locale variables (a toolkit stage's environment has none)
 would export ``LC_CTYPE=C.UTF-8`` to CMD (PEP 538), a variable the caller never set.
@@ -64,6 +68,7 @@ def main(argv: list[str]) -> int:
             )
             return 126
     os.environ.pop("PYTHONCOERCECLOCALE", None)  # ours (see above), not the command's
+    os.umask(0o022)  # the modes of what the build creates: not the caller's umask
     try:
         # close_fds=False: the jobserver's pipe (passed by doit) reaches make
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=False)

@@ -3,6 +3,10 @@ the real ``doit``; ROOT, the manifest and the package's state stay as they were.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from tasks.verify import only_verify
@@ -57,6 +61,19 @@ def test_verify_rebuilds_at_the_stage_path_of_a_build(project: Project) -> None:
     assert "verify a: reproducible (4 entries equal the installed manifest)" in r.err, r.err
     assert not (project.root / "cache" / "verify" / "a" / "stage").exists()
     assert not (project.root / "cache" / "stage" / "a").exists()
+
+
+def test_builds_ignore_the_callers_umask(project: Project) -> None:
+    """A build under umask 077 installs what a build under 022 does (the manifest records
+    modes): a package built by one user or shell verifies under another."""
+    pkg(project, "a")
+    doit = 'umask 077 && exec "$0" -m doit "$@"'
+    r = subprocess.run(["sh", "-c", doit, sys.executable], cwd=project.root, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    files = json.loads(project.manifest("a").read_text())["files"]
+    assert files["usr/share"]["mode"] == "0755" and files["usr/share/a.txt"]["mode"] == "0644"
+    r = ok(project.doit("verify:a"))  # this test's umask (022 on most machines)
+    assert "verify a: reproducible" in r.err, r.err
 
 
 def test_verify_before_the_build_builds_first(project: Project) -> None:
