@@ -6,12 +6,14 @@ from the machine's Debian archive (its URI from the apt sources), entered with c
     python -m tasks.rehearsal32 shell             a shell in it (the project at /azl)
     python -m tasks.rehearsal32 go                go1.23 with GOHOSTARCH=386, the Statfs check
     python -m tasks.rehearsal32 packages [PKG..]  the project's recipes built for i686 in it
+    python -m tasks.rehearsal32 toolkit           the sudo/runuser shim and stage env tests in it
 
 The root is kept between runs (``cache/rehearsal32/root``, made as ``root.part`` and renamed
 when complete); ``root --fresh`` makes it again. Inside, ``uname -m`` says x86_64 (no
 ``linux32``), as live-bootstrap's userland sees it after the kexec. The chroot gets /proc,
 /sys, /dev, /dev/pts and the project checkout at ``/azl``, all unmounted on the way out. Other
-work may reuse it through :func:`entered` (e.g. the sudo/runuser shim's tests).
+work may reuse it through :func:`entered` (``toolkit`` runs the sudo/runuser shim's and the
+stage environment's tests there).
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def entered(root: Path, project: Path) -> Iterator:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.rehearsal32", description=__doc__)
-    parser.add_argument("what", choices=["root", "shell", "go", "packages"])
+    parser.add_argument("what", choices=["root", "shell", "go", "packages", "toolkit"])
     parser.add_argument("packages", nargs="*", help="for `packages`: recipes to build")
     parser.add_argument("--fresh", action="store_true", help="make the root again")
     args = parser.parse_args(argv)
@@ -167,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             from tasks.rehearsal32_packages import build_packages
 
             print(build_packages(project, root, args.packages).summary())
+        if args.what == "toolkit":
+            from tasks.rehearsal32_toolkit import toolkit_check
+
+            result = toolkit_check(project, root)
+            print(result.summary())
+            return 1 if result.failed else 0
     except RehearsalError as e:
         print(f"rehearsal32: {e}", file=sys.stderr)
         return 1
