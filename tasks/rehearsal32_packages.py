@@ -101,9 +101,10 @@ def ensure_venv(project: Path, root: Path, run: Callable[..., None], log: Path) 
     if not (root / VENV.lstrip("/") / "bin/python").exists():
         run(f"python3 -m venv --system-site-packages {VENV}", log)
     # the wheel files themselves, so that these versions shadow Debian's older ones (requests
-    # 2.28 would do for a requirement, but not with urllib3 2); a no-op when they are there
+    # 2.28 would do for a requirement, but not with urllib3 2); a no-op when they are there.
+    # --no-deps: theirs are Debian's (requests' newest certifi floor is only a CA bundle's age)
     files = " ".join(f"{inside}/{w.name}" for w in sorted(wheels.glob("*.whl")))
-    run(f"{VENV}/bin/pip install -q --no-index {files}", log)
+    run(f"{VENV}/bin/pip install -q --no-index --no-deps {files}", log)
 
 
 def build_packages(

@@ -63,7 +63,8 @@ def toolkit_check(project: Path, root: Path) -> ToolkitResult:
             f"-m 'not network and not slow' --junitxml={REPORT} {' '.join(TESTS)}"
         )
         try:
-            run(pytest, log, {"PYTHONDONTWRITEBYTECODE": "1"})
+            # the engine as the packages run has it: the checkout on the path (doit in tests)
+            run(pytest, log, {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": INSIDE})
         except RehearsalError:
             if not report.is_file():  # pytest itself could not run
                 raise
