@@ -32,12 +32,16 @@ from tasks.download import debian_archive_uri
 
 SUITE = "bookworm"
 # build-essential comes with the buildd variant; the rest is what the recipes' build systems
-# and the engine (python3 + doit's dependencies) need.
+# and the engine (python3 + doit's dependencies) need, and the libraries the recipes take from
+# live-bootstrap (as setup.sh's for the sandbox): zlib, OpenSSL, libffi (glib), libmagic
+# (file-5.44: rpm requires magic.h), liblzma (xz). PAM is the sandbox's, not live-bootstrap's
+# (util-linux's recipe is checked without it in tests/test_sudo.py).
 PACKAGES = (
     "python3", "python3-venv", "python3-pip", "python3-psutil", "python3-requests",
     "python3-xxhash", "python3-tqdm", "pkg-config", "m4", "autoconf", "automake", "libtool",
     "bison", "flex", "gawk", "git", "xz-utils", "bzip2", "curl", "ca-certificates",
     "zlib1g-dev", "libssl-dev", "libpam0g-dev", "gettext", "texinfo",
+    "libffi-dev", "libmagic-dev", "liblzma-dev",
 )  # fmt: skip
 # The i386 bootstrap Go of go1.23 (which needs Go >= 1.20): bookworm-backports' golang-1.22.
 BOOTSTRAP_GO = ("golang-1.22-go", "/usr/lib/go-1.22")
@@ -71,6 +75,7 @@ def make_root(project: Path, archive: str | None = None, fresh: bool = False) ->
     if fresh and root.exists():
         _rmtree_root(root)
     if (root / READY).is_file():
+        _add_packages(root, project)
         return root
     if os.geteuid() != 0:
         raise RehearsalError("the 32-bit rehearsal needs root (debootstrap, chroot, mounts)")
@@ -103,6 +108,22 @@ def make_root(project: Path, archive: str | None = None, fresh: bool = False) ->
     (part / READY).write_text("\n".join(PACKAGES + BOOTSTRAP_GO[:1]) + "\n")
     os.replace(part, root)
     return root
+
+
+def _add_packages(root: Path, project: Path) -> None:
+    """Install into a kept root what PACKAGES gained since it was made (READY lists what it
+    has), so a longer list does not need a fresh debootstrap."""
+    ready = root / READY
+    have = set(ready.read_text().split())
+    missing = [p for p in PACKAGES if p not in have]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise RehearsalError(f"{root} lacks {' '.join(missing)}; installing them needs root")
+    log = root.with_name("debootstrap.log")
+    with entered(root, project) as run:
+        run(f"apt-get install -y -q {' '.join(missing)}", log)
+    ready.write_text("\n".join(sorted(have | set(missing))) + "\n")
 
 
 def _rmtree_root(root: Path) -> None:
