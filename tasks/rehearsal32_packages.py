@@ -27,7 +27,8 @@ from tasks.rehearsal32 import INSIDE, RehearsalError, entered
 PROJECT_INSIDE = "/root/azl-project"
 VENV = "/root/azl-venv"
 # A subset of the guest plan that builds in well under an hour on 2 cores (the big ones —
-# cmake, git, glib, qemu, rpm, go — are left to an explicit list).
+# cmake, git, glib, qemu, rpm, go — are left to an explicit list). What has built, and what
+# cannot be built here and why, is listed in README.md ("The 32-bit rehearsal").
 DEFAULT = (
     "pcre2", "grep", "zstd", "bzip2", "attr", "acl", "popt", "lua", "libcap", "pcre",
     "rsync", "wget", "jq", "dosfstools", "autoconf-dickey", "ncurses", "iproute2", "dropbear",
