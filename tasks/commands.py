@@ -30,7 +30,7 @@ from doit.cmd_run import Run as DoitRun
 from doit.exceptions import BaseFail, InvalidCommand
 from doit.task import clean_targets
 
-from tasks import lock, noop
+from tasks import lock, noop, report
 
 
 def _take_lock(command: str, state_dir: str) -> None:
@@ -134,8 +134,9 @@ class Run(DoitRun):
         )
         if not eligible:
             return super().execute(params, args)
-        dodo = params.get("dodoFile") or "dodo.py"
-        project = os.path.dirname(dodo) or "."
+        # absolute: doit changes into the directory of dodo.py before loading it
+        dodo = os.path.abspath(params.get("dodoFile") or "dodo.py")
+        project = os.path.dirname(dodo)
         state = noop.state_dir(project)
         stamp = os.path.join(state, noop.NAME)
         key = noop.make_key(args, params, os.environ)
@@ -149,6 +150,7 @@ class Run(DoitRun):
                     return 0
             noop.discard(stamp)
         started = time.time_ns()
+        report.LAST = None  # set by this run's reporter
         result = super().execute(params, args)
         if result == 0:
             _record(self, stamp, key, started, project, dodo)
@@ -157,7 +159,7 @@ class Run(DoitRun):
 
 def _record(cmd: Run, stamp: str, key: str, started: int, project: str, dodo: str) -> None:
     """The stamp of a run that executed nothing and that files alone decided."""
-    from tasks import report, state
+    from tasks import state
 
     rep = report.LAST
     control = getattr(cmd, "control", None)
@@ -171,6 +173,6 @@ def _record(cmd: Run, stamp: str, key: str, started: int, project: str, dodo: st
         t = tasks[name]
         if t.actions and not getattr(t, "stat_determined", False):
             return  # its check is more than files: every run must make it
-        paths += [str(p) for p in t.file_dep]
-        paths += [str(p) for p in t.targets]
+        paths += [os.path.abspath(p) for p in t.file_dep]  # relative to dodo.py's directory
+        paths += [os.path.abspath(p) for p in t.targets]
     noop.record(stamp, key, paths, started, "".join(rep.said), rep.bar_summary())

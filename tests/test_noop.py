@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -153,24 +155,46 @@ def test_a_task_whose_check_runs_a_command_disables_it(counted: Project) -> None
     replayed(counted, "c")
 
 
-@pytest.mark.parametrize(
-    "damage",
-    [
-        lambda data: data[: len(data) // 2],
-        lambda data: b"",
-        lambda data: json.dumps({**json.loads(data), "stats": 7}).encode(),
-        lambda data: json.dumps({**json.loads(data), "paths": [1, 2]}).encode(),
-        lambda data: b"\xff\xfe not json",
-    ],
-    ids=["truncated", "empty", "stats-not-a-list", "paths-mismatch", "garbage"],
-)
-def test_a_damaged_stamp_is_ignored(counted: Project, damage) -> None:  # noqa: ANN001
+DAMAGES = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty": lambda data: b"",
+    "stats not a list": lambda data: json.dumps({**json.loads(data), "stats": 7}).encode(),
+    "paths mismatch": lambda data: json.dumps({**json.loads(data), "paths": [1, 2]}).encode(),
+    "garbage": lambda data: b"\xff\xfe not json",
+}
+
+
+def test_a_damaged_stamp_is_ignored(counted: Project) -> None:
     chain(counted)
     ok(counted.doit())
     first = built(counted)
     path = stamp(counted)
-    path.write_bytes(damage(path.read_bytes()))
-    r = real_noop(counted)  # ignored and dropped; this run writes a good one
-    assert (r.out, r.err) == (first.out, first.err)
-    assert json.loads(path.read_bytes())["key"]
-    replayed(counted)
+    for what, damage in DAMAGES.items():
+        path.write_bytes(damage(path.read_bytes()))
+        r = real_noop(counted)  # ignored and dropped; this run writes a good one
+        assert (r.out, r.err) == (first.out, first.err), what
+        assert json.loads(path.read_bytes())["key"], what
+        replayed(counted)
+
+
+def test_a_dodo_file_named_from_another_directory(counted: Project) -> None:
+    """doit changes into dodo.py's directory: the stamp's paths hold from either place."""
+    chain(counted)
+    ok(counted.doit())
+    settle()
+
+    def doit_f() -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "doit", "-f", f"{counted.root.name}/dodo.py"],
+            cwd=counted.root.parent,
+            capture_output=True,
+            text=True,
+        )
+        return ok(Result(proc.returncode, proc.stdout, proc.stderr))
+
+    before = loads(counted)
+    first = doit_f()
+    assert "-- c" in first.out and loads(counted) == before + 1
+    assert doit_f().out == first.out and loads(counted) == before + 1  # replayed
+    pkg(counted, "c", ("b",), files={"data.txt": "c 2\n"})
+    assert doit_f().packages_ran() == ["c"]
