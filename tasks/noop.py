@@ -115,7 +115,7 @@ def replay(stamp: str, key: str, out: TextIO, err: TextIO) -> bool:
         if not (isinstance(paths, list) and isinstance(keys, list) and len(paths) == len(keys)):
             return False
         for path, recorded in zip(paths, keys, strict=True):
-            if stat_key(path) != recorded:
+            if not isinstance(path, str) or stat_key(path) != recorded:
                 return False
         text, bar = data["out"], data["bar"]
         if not isinstance(text, str) or not isinstance(bar, str):
