@@ -168,11 +168,13 @@ def _record(cmd: Run, stamp: str, key: str, started: int, project: str, dodo: st
     if state.damaged_reads():
         return
     tasks = control.tasks
-    paths = noop.project_inputs(project, dodo)
+    files: set[str] = set()
     for name in report.visited(tasks, control.selected_tasks):
         t = tasks[name]
         if t.actions and not getattr(t, "stat_determined", False):
             return  # its check is more than files: every run must make it
-        paths += [os.path.abspath(p) for p in t.file_dep]  # relative to dodo.py's directory
-        paths += [os.path.abspath(p) for p in t.targets]
+        files.update(map(str, t.file_dep))
+        files.update(map(str, t.targets))
+    here = os.getcwd()  # dodo.py's directory: the tasks' paths are relative to it
+    paths = noop.project_inputs(project, dodo) + [os.path.join(here, p) for p in files]
     noop.record(stamp, key, paths, started, "".join(rep.said), rep.bar_summary())
