@@ -124,3 +124,30 @@ def test_a_toolkit_stage_runs_its_make_jobs_within_the_budget(
     assert "--jobserver-auth=" in flags, flags
     log = azl.log("go-tools", 1).read_text()
     assert "jobserver unavailable" not in log and "resetting jobserver" not in log
+
+
+def test_serial_phases_of_other_builds_hold_one_token(project: Project, tmp_path: Path) -> None:
+    """Script builds under ``doit -n 2`` with ``jobs = 2``: two install phases that run no
+    ``${JOBS}`` jobs run at once (each holds one token, not the whole budget), and a compile
+    phase naming ``JOBS`` gets every free token."""
+    from bench.project import PROBE
+
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    probe = tmp_path / "probe.sh"
+    probe.write_text(PROBE.replace("sleep 0.3", "sleep 1"))
+    probe.chmod(0o755)
+    for name in ("s1", "s2"):
+        project.recipe(
+            name,
+            install=f'{probe} {probe_dir}\nmkdir -p "$DESTDIR$PREFIX/share" && touch "$DESTDIR$PREFIX/share/{name}"',
+        )
+    seen = tmp_path / "jobs-seen"
+    project.recipe("j", body=f"script.compile = 'echo \"$JOBS\" > {seen}'")
+    r = project.doit("-n", "2", "s1", "s2")
+    assert r.code == 0, r.out + r.err
+    assert sorted(r.packages_ran()) == ["s1", "s2"]
+    assert peak(probe_dir) == 2  # both installs at once: neither kept the other's token
+    r = project.doit("j")
+    assert r.code == 0, r.out + r.err
+    assert seen.read_text().strip() == "2"  # alone, its compile phase has the whole budget
