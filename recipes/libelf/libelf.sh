@@ -51,6 +51,12 @@ return 0; }"; then v=1; else v=0; fi
 }
 
 config() {
+	for f in configure.ac libelf/Makefile.am config/libelf.pc.in; do
+		[ -f "$f" ] || {
+			echo "libelf.sh: no $f here ($(pwd)): not an elfutils source tree" >&2
+			exit 1
+		}
+	done
 	probe 'int main(void) { return 0; }' link || {
 		echo "libelf.sh: $CC cannot link a C program" >&2
 		exit 1
@@ -62,7 +68,7 @@ int main(void) { return deflateInit(0, 0); }' link -lz || {
 	}
 	version=$(sed -n 's/^AC_INIT(\[[^]]*\],\[\([^]]*\)\].*/\1/p' configure.ac)
 	[ -n "$version" ] || {
-		echo "libelf.sh: no AC_INIT version in configure.ac: not an elfutils tree?" >&2
+		echo "libelf.sh: no AC_INIT version in configure.ac" >&2
 		exit 1
 	}
 	{
@@ -125,7 +131,12 @@ EOF
 }
 
 install_libelf() {
-	: "${DESTDIR:?}" "${PREFIX:?}" "${LIBDIR:?}"
+	for v in DESTDIR PREFIX LIBDIR; do
+		eval "[ -n \"\${$v:-}\" ]" || {
+			echo "libelf.sh install: $v is not set" >&2
+			exit 1
+		}
+	done
 	[ -f libelf/libelf.a ] || {
 		echo "libelf.sh: no libelf/libelf.a: run 'libelf.sh compile' first" >&2
 		exit 1
