@@ -173,13 +173,7 @@ def _tools() -> None:
     ]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (setup.sh installs them)")
-    probe = subprocess.run(
-        ["gcc", "-m32", "-static", "-x", "c", "-o", "/dev/null", "-"],
-        input="int main(void){return 0;}",
-        text=True,
-        capture_output=True,
-    )
-    if probe.returncode:
+    if not kernel64_proof.gcc_links_32bit_static():
         pytest.skip("gcc cannot link 32-bit static programs (apt-get install gcc-multilib)")
 
 

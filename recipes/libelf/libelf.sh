@@ -109,8 +109,8 @@ compile() {
 		exit 1
 	}
 	# libelf_a_SOURCES = a.c b.c \ ... up to the first line without a trailing backslash
-	sources=$(sed -n '/^libelf_a_SOURCES[ \t]*=/,/[^\\]$/p' libelf/Makefile.am |
-		sed 's/^libelf_a_SOURCES[ \t]*=//; s/\\$//' | tr -s ' \t\n' '   ')
+	sources=$(sed -n '/^libelf_a_SOURCES[[:blank:]]*=/,/[^\\]$/p' libelf/Makefile.am |
+		sed 's/^libelf_a_SOURCES[[:blank:]]*=//; s/\\$//' | tr -s ' \t\n' '   ')
 	objects=$(for s in $sources; do printf '%s ' "${s%.c}.o"; done)
 	[ -n "$objects" ] || {
 		echo "libelf.sh: no libelf_a_SOURCES in libelf/Makefile.am" >&2
