@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.recipe import PHASES, Recipe, Source
@@ -100,7 +101,9 @@ def build_zlib(tarball: Path, work: Path, cc: str) -> Path:
     return prefix
 
 
-def build_libelf(tarball: Path, work: Path, cc: str, zlib: Path) -> tuple[Path, float]:
+def build_libelf(
+    tarball: Path, work: Path, cc: str, zlib: Path, jobs: int = 2
+) -> tuple[Path, float]:
     """The recipe's own phases (its [script]: ``sh -e -c``, in the unpacked source, as the
     engine runs them) with ``CC=cc`` and this zlib, PREFIX=/usr, LIBDIR=/usr/lib, staged in
     ``work/stage``; return the stage and the seconds the phases took."""
@@ -113,7 +116,7 @@ def build_libelf(tarball: Path, work: Path, cc: str, zlib: Path) -> tuple[Path, 
         DESTDIR=str(stage),
         PREFIX="/usr",
         LIBDIR="/usr/lib",
-        JOBS="2",
+        JOBS=str(jobs),
     )
     script = recipe().script
     start = time.monotonic()
@@ -156,3 +159,28 @@ def musl_cc(work: Path, headers: Path) -> Path:
     wrapper.write_text(f'#!/bin/sh\nexec musl-gcc -idirafter "{headers}" "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    src: Path  # the unpacked kernel
+    out: Path  # its O= directory, configured
+    log: Path  # every make's output, appended
+    hostcc: str  # the musl-gcc wrapper
+    host: list[str]  # make arguments: host programs with musl, static, this zlib
+
+
+def configure_kernel(tarball: Path, work: Path, zlib: Path) -> KernelTree:
+    """Unpack the kernel into ``work``, install its UAPI headers for the musl-gcc wrapper and
+    make the .config with recipes/kernel64's kconfig64.sh, host programs built with musl."""
+    from tests import kernel64_proof
+
+    src = unpack(tarball, work / "linux")
+    out, log, headers = work / "out", work / "kernel.log", work / "uapi"
+    kernel_make(src, out, log, ["HOSTCC=musl-gcc", "HOSTLDFLAGS=-static",
+                                f"INSTALL_HDR_PATH={headers}", "headers_install"])  # fmt: skip
+    hostcc = str(musl_cc(work, headers / "include"))
+    host = [f"HOSTCC={hostcc}", f"HOSTLDFLAGS=-static -L{zlib / 'lib'}"]
+    kconfig = [str(kernel64_proof.FILES / f) for f in ("kconfig64.sh", "kconfig64.fragment")]
+    _run(["sh", *kconfig, f"O={out}", *host], src, base_env(ARCH="x86_64"), log)
+    return KernelTree(src, out, log, hostcc, host)

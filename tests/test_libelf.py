@@ -204,15 +204,8 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
     assert (lib / "libelf.a").is_file() and (lib / "pkgconfig" / "libelf.pc").is_file()
 
     # the kernel tree, recipes/kernel64's config, host programs built with musl, static
-    src = proof.unpack(kernel, tmp_path / "linux")
-    out, log = tmp_path / "out", tmp_path / "kernel.log"
-    headers = tmp_path / "uapi"
-    proof.kernel_make(src, out, log, ["HOSTCC=musl-gcc", "HOSTLDFLAGS=-static",
-                                      f"INSTALL_HDR_PATH={headers}", "headers_install"])  # fmt: skip
-    hostcc = str(proof.musl_cc(tmp_path, headers / "include"))
-    host = [f"HOSTCC={hostcc}", f"HOSTLDFLAGS=-static -L{zlib / 'lib'}"]
-    run("sh", kernel64_proof.FILES / "kconfig64.sh", kernel64_proof.FILES / "kconfig64.fragment",
-        f"O={out}", *host, cwd=src, env=proof.base_env(ARCH="x86_64"))  # fmt: skip
+    tree = proof.configure_kernel(kernel, tmp_path, zlib)
+    src, out, log, host, hostcc = tree.src, tree.out, tree.log, tree.host, tree.hostcc
     config = (out / ".config").read_text()
     assert "CONFIG_OBJTOOL=y\n" in config and "CONFIG_UNWINDER_ORC=y\n" in config
 
