@@ -255,3 +255,26 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
             run(tool, *args, copy)
             copies.append(copy.read_bytes())
         assert copies[0] == copies[1] == built[obj], obj
+
+
+def test_kernel64_stops_early_when_pkg_config_finds_no_libelf(tmp_path: Path) -> None:
+    """kernel64's prepare names the missing libelf before any kernel work (objtool would
+    otherwise fail minutes later with `-lelf` not found)."""
+    from tasks.loader import parse_recipe
+
+    recipe, errors = parse_recipe(kernel64_proof.REPO / "recipes" / "kernel64.toml")
+    assert recipe is not None, errors
+    assert "libelf" in recipe.depends
+    env = proof.base_env(PKG_CONFIG_PATH=str(tmp_path), PKG_CONFIG_LIBDIR=str(tmp_path))
+    env["FILESDIR"] = str(recipe.files_dir)
+    r = subprocess.run(
+        ["sh", "-e", "-c", recipe.script["prepare"]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    assert f"kernel64: pkg-config finds no libelf.pc (PKG_CONFIG_PATH={tmp_path})" in r.stderr
+    assert "recipes/libelf.toml" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # kconfig64.sh never ran

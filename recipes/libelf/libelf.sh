@@ -24,14 +24,14 @@ CPPFLAGS=${CPPFLAGS:-}
 # Does a program with this text compile (and link, $2 = link, with the libraries $3) with $CC?
 probe() {
 	printf '%s\n' "$1" >conftest.c
+	r=0
 	if [ "${2:-}" = link ]; then
 		# shellcheck disable=SC2086 # flags are word lists
-		$CC $CPPFLAGS $CFLAGS -o conftest conftest.c ${LDFLAGS:-} ${3:-} >/dev/null 2>&1
+		$CC $CPPFLAGS $CFLAGS -o conftest conftest.c ${LDFLAGS:-} ${3:-} >/dev/null 2>&1 || r=1
 	else
 		# shellcheck disable=SC2086
-		$CC $CPPFLAGS $CFLAGS -Werror -c -o conftest.o conftest.c >/dev/null 2>&1
+		$CC $CPPFLAGS $CFLAGS -Werror -c -o conftest.o conftest.c >/dev/null 2>&1 || r=1
 	fi
-	r=$?
 	rm -f conftest.c conftest.o conftest
 	return $r
 }
