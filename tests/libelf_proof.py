@@ -1,7 +1,7 @@
 """The sandbox proof of recipes/libelf: its build phases run outside the engine with a chosen
-compiler (musl-gcc, or ``gcc -m32`` for a 32-bit host like the i686 guest), against a zlib
-built with the same compiler; then the kernel's tools/objtool is built by the kernel's own make
-against that libelf, found through pkg-config as in the guest.
+musl compiler (Debian's musl-gcc for x86_64, or an i386 musl built here, the guest's kind of
+host), against a zlib built with the same compiler; then the kernel's tools/objtool is built
+by the kernel's own make against that libelf, found through pkg-config as in the guest.
 
 Used by tests/test_libelf.py (slow). Inputs come from the repository's ``mirror/`` or Debian's
 archive, verified by sha256.
@@ -28,6 +28,16 @@ ZLIB = Source(
     file="zlib_1.2.13.dfsg.orig.tar.bz2",
     sha256="71feb7947e3c00ef125f83b79a4e529bde31171e5babe48b391f06758d1ab0a1",
     debian="main/z/zlib/zlib_1.2.13.dfsg.orig.tar.bz2",
+)
+
+
+# The guest's host is i686 musl; Debian has no musl for i386 on an amd64 machine, so the proof
+# builds one: Debian bookworm's .orig of musl 1.2.3 (upstream's musl-1.2.3.tar.gz, signature
+# verified: reference/sources.md), compiled with gcc -m32. Test input only.
+MUSL = Source(
+    file="musl_1.2.3.orig.tar.gz",
+    sha256="7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4",
+    debian="main/m/musl/musl_1.2.3.orig.tar.gz",
 )
 
 
@@ -150,15 +160,35 @@ def kernel_make(
     return log.read_text()[start:]
 
 
-def musl_cc(work: Path, headers: Path) -> Path:
-    """``musl-gcc`` that also sees the kernel's UAPI headers (``make headers_install``) after
-    musl's own, as live-bootstrap has both in /usr/include: Debian's musl-gcc has none."""
-    if shutil.which("musl-gcc") is None:
-        raise FileNotFoundError("musl-gcc")
-    wrapper = work / "musl-cc"
-    wrapper.write_text(f'#!/bin/sh\nexec musl-gcc -idirafter "{headers}" "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
+def wrapper(path: Path, command: str) -> Path:
+    """An executable ``sh`` script at ``path`` that runs ``command "$@"``."""
+    path.write_text(f"#!/bin/sh\nexec {command}\n")
+    path.chmod(0o755)
+    return path
+
+
+def musl_cc(work: Path, headers: Path, cc: str = "musl-gcc") -> Path:
+    """``cc`` (a musl compiler) that also sees the kernel's UAPI headers (``make
+    headers_install``) after musl's own, as live-bootstrap has both in /usr/include: Debian's
+    musl-gcc has none."""
+    if shutil.which(cc) is None:
+        raise FileNotFoundError(cc)
+    return wrapper(work / f"{Path(cc).name}-uapi", f'{cc} -idirafter "{headers}" "$@"')
+
+
+def build_musl_i386(tarball: Path, work: Path) -> Path:
+    """musl for i386, static only, built with ``gcc -m32`` into ``work/musl``; return a
+    compiler for it (gcc -m32 with musl's specs: its headers, crt and libc, no glibc)."""
+    src, prefix = unpack(tarball, work / "musl-src"), work / "musl"
+    env = base_env()
+    configure = ["./configure", "--target=i386-linux-musl", "CC=gcc -m32", f"--prefix={prefix}",
+                 "--disable-shared"]  # fmt: skip
+    _run(configure, src, env, work / "musl.log")
+    for target in ("all", "install"):  # the host's ar: no i386-linux-musl-ar here
+        _run(["make", "-j2", "CROSS_COMPILE=", target], src, env, work / "musl.log")
+    # musl's specs replace gcc's link spec, and with it the -m elf_i386 that -m32 implies
+    specs = prefix / "lib" / "musl-gcc.specs"
+    return wrapper(work / "musl-i386-cc", f'gcc -m32 -Wl,-m,elf_i386 "$@" -specs "{specs}"')
 
 
 @dataclass(frozen=True)
@@ -166,6 +196,7 @@ class KernelTree:
     src: Path  # the unpacked kernel
     out: Path  # its O= directory, configured
     log: Path  # every make's output, appended
+    uapi: Path  # the kernel's UAPI headers (make headers_install)
     hostcc: str  # the musl-gcc wrapper
     host: list[str]  # make arguments: host programs with musl, static, this zlib
 
@@ -179,8 +210,8 @@ def configure_kernel(tarball: Path, work: Path, zlib: Path) -> KernelTree:
     out, log, headers = work / "out", work / "kernel.log", work / "uapi"
     kernel_make(src, out, log, ["HOSTCC=musl-gcc", "HOSTLDFLAGS=-static",
                                 f"INSTALL_HDR_PATH={headers}", "headers_install"])  # fmt: skip
-    hostcc = str(musl_cc(work, headers / "include"))
+    hostcc = str(musl_cc(work, headers / "include"))  # musl-gcc, x86_64
     host = [f"HOSTCC={hostcc}", f"HOSTLDFLAGS=-static -L{zlib / 'lib'}"]
     kconfig = [str(kernel64_proof.FILES / f) for f in ("kconfig64.sh", "kconfig64.fragment")]
     _run(["sh", *kconfig, f"O={out}", *host], src, base_env(ARCH="x86_64"), log)
-    return KernelTree(src, out, log, hostcc, host)
+    return KernelTree(src, out, log, headers / "include", hostcc, host)

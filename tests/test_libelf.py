@@ -10,8 +10,8 @@ Slow: the recipe's phases with musl-gcc (static, no glibc: libelf, zlib, objtool
 kernel's own make (Debian's linux .orig, recipes/kernel64's config) builds tools/objtool
 against that libelf and runs it on the objects it compiles, which get objtool's sections (ORC
 unwind tables, static-call, retpoline and return sites); objtool flags a bad object; and a
-32-bit objtool (``gcc -m32``, as the i686 guest builds it) rewrites those x86_64 objects byte
-for byte like the 64-bit one and the kernel build itself.
+32-bit objtool as the guest builds it (i686 musl, static: a musl built with ``gcc -m32``)
+rewrites those x86_64 objects byte for byte like the 64-bit one and the kernel build itself.
 """
 
 from __future__ import annotations
@@ -229,18 +229,25 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
     r = subprocess.run([objtool, *args, bad], capture_output=True, text=True)
     assert "bad+0x0: 'naked' return found in RETHUNK build" in r.stdout + r.stderr
 
-    # a 32-bit objtool (the guest's host is i686) against a -m32 libelf
-    m32 = tmp_path / "m32"
-    m32.mkdir()
-    zlib32 = proof.build_zlib(zlib_tarball, m32, "gcc -m32")
-    stage32, _ = proof.build_libelf(elfutils, m32, "gcc -m32", zlib32)
+    # a 32-bit objtool, as the guest builds it: i686 musl, static (libelf, zlib, objtool)
+    i686 = tmp_path / "i686"
+    i686.mkdir()
+    cc32 = str(proof.build_musl_i386(proof.fetch(proof.MUSL, archive), i686))
+    zlib32 = proof.build_zlib(zlib_tarball, i686, cc32)
+    stage32, _ = proof.build_libelf(elfutils, i686, cc32, zlib32)
+    hostcc32 = str(proof.musl_cc(i686, tree.uapi, cc32))
     out32 = tmp_path / "out32"
     out32.mkdir()
     shutil.copy(out / ".config", out32 / ".config")
-    host32 = ["HOSTCC=gcc -m32", "HOSTLD=ld -m elf_i386", f"HOSTLDFLAGS=-static -L{zlib32 / 'lib'}"]
-    proof.kernel_make(src, out32, log, [*host32, "-j2", "olddefconfig", "tools/objtool"], stage32)
+    host32 = [f"HOSTCC={hostcc32}", "HOSTLD=ld -m elf_i386",
+              f"HOSTLDFLAGS=-static -L{zlib32 / 'lib'}"]  # fmt: skip
+    made32 = proof.kernel_make(src, out32, log, [*host32, "V=1", "-j2", "olddefconfig",
+                                                 "tools/objtool"], stage32)  # fmt: skip
     objtool32 = out32 / "tools" / "objtool" / "objtool"
-    assert "Intel 80386" in run("readelf", "-hW", objtool32).stdout
+    link32 = next(ln for ln in made32.splitlines() if ln.rstrip().endswith(f"-o {objtool32}"))
+    assert hostcc32 in link32 and f"-L{stage32 / 'usr' / 'lib'} -lelf -lz" in link32
+    header = run("readelf", "-hlW", objtool32).stdout
+    assert "Intel 80386" in header and "INTERP" not in header
 
     # the same objects without objtool, then each objtool on its own copy: byte-identical to
     # each other and to what the kernel build made
