@@ -198,8 +198,8 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
     stage, seconds = proof.build_libelf(elfutils, musl, "musl-gcc", zlib)
     print(f"libelf (musl-gcc): {seconds:.1f} s")
     config_h = (musl / "elfutils-src" / "config.h").read_text()
-    assert "#define HAVE_ERR_H 1" in config_h  # musl: no error.h, and elfutils' configure
-    assert "#define HAVE_DECL_RAWMEMCHR 0" in config_h  # would have stopped on argp first
+    assert "#define HAVE_ERR_H 1" in config_h  # musl's answers to the probes: no error.h,
+    assert "#define HAVE_DECL_RAWMEMCHR 0" in config_h  # no rawmemchr
     lib = stage / "usr" / "lib"
     assert (lib / "libelf.a").is_file() and (lib / "pkgconfig" / "libelf.pc").is_file()
 
