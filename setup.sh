@@ -33,6 +33,8 @@ declare -A need=(
   # 32-bit rehearsal (tasks/rehearsal32.py)
   [bc]=bc [qemu-system-x86_64]=qemu-system-x86 [mkfs.ext4]=e2fsprogs [sfdisk]=fdisk
   [debootstrap]=debootstrap
+  # the libelf proof (tests/test_libelf.py: libelf, zlib and objtool built with musl, static)
+  [musl-gcc]=musl-tools
   # the VM and the guest link (tasks/vm.py, tasks/link.py) and their tests' guest and sshd
   [qemu-img]=qemu-utils [ssh]=openssh-client [sshd]=openssh-server [dropbear]=dropbear-bin
   [cpio]=cpio [unshare]=util-linux

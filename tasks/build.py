@@ -53,6 +53,7 @@ class BuildAction(BaseAction):
     # commands without slots, like the toolkit's stages, pass nothing)
     _jobs: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
     _pass_fds: tuple[int, ...] = ()
+    _js: jobserver.JobServer | None = None
 
     def __init__(
         self,
@@ -171,9 +172,16 @@ class BuildAction(BaseAction):
                 str(patch.resolve()),
             ]
             self._command("patch", cmd, src, env)
+        marked = dict(buildsys.phases(b, {**variables, "JOBS": JOBS_MARK}))
         for phase, commands in buildsys.phases(b, variables):
-            for cmd in commands:
-                self._command(phase, cmd, src, env)
+            if not _uses_jobs(marked[phase]):  # make templates: make joins via MAKEFLAGS
+                for cmd in commands:
+                    self._command(phase, cmd, src, env)
+                continue
+            with self._share() as jobs:  # this phase runs ${JOBS} jobs: its share of them
+                shared = {**variables, "JOBS": jobs}
+                for cmd in dict(buildsys.phases(b, shared))[phase]:
+                    self._command(phase, cmd, src, {**env, "JOBS": jobs})
 
         def record() -> None:
             entries = manifest.scan_stage(stage, self.platform.root)
@@ -197,15 +205,26 @@ class BuildAction(BaseAction):
 
     @contextlib.contextmanager
     def _job_slots(self):  # noqa: ANN202
-        """Hold this build's share of the run's job budget (``tasks.jobserver``)."""
-        r = self.build.recipe
-        joins = r.build_system in ("autotools", "make") and "compile" not in r.script
-        with jobserver.slots(self.platform.jobs, joins) as (_, env, js):
-            self._jobs, self._pass_fds = env, js.fds
+        """Hold one token of the run's job budget for the whole build (``tasks.jobserver``):
+        a template's make takes more from the pool itself; a phase that runs ``${JOBS}``
+        jobs (ninja, cmake, a ``[script]`` phase naming ``JOBS``) takes its share around
+        that phase (``_share``), not across the serial phases (configure, install), where
+        it would keep the tokens from the builds beside it."""
+        with jobserver.slots(self.platform.jobs, True) as (_, env, js):
+            self._jobs, self._pass_fds, self._js = env, js.fds, js
             try:
                 yield
             finally:
-                self._jobs, self._pass_fds = {}, ()
+                self._jobs, self._pass_fds, self._js = {}, (), None
+
+    @contextlib.contextmanager
+    def _share(self):  # noqa: ANN202
+        """The build's token and the ones free now (up to the budget), as ``JOBS``."""
+        extra = self._js.try_acquire(self._js.budget - 1)
+        try:
+            yield str(1 + extra)
+        finally:
+            self._js.release(extra)
 
     def _unpack(self, build_dir: Path, src: Path) -> None:
         from tasks.unpack import unpack  # tarfile & co.: not for a run that builds nothing
@@ -242,11 +261,12 @@ class BuildAction(BaseAction):
         self._note(f"{step}: {shown}")
         t0 = time.monotonic()
         # The supervisor leads a new process group and kills it if doit dies (even by
-        # SIGKILL: it watches a pipe whose other end only doit holds).
+        # SIGKILL: it watches a pipe whose other end only doit holds). It needs only the
+        # standard library: -S skips site-packages' start-up (a few ms of every command).
         lifeline_r, lifeline_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, SUPERVISOR, *argv], cwd=cwd, stdin=lifeline_r,
+                [sys.executable, "-S", SUPERVISOR, *argv], cwd=cwd, stdin=lifeline_r,
                 env={**env, "PYTHONCOERCECLOCALE": "0"},  # no LC_CTYPE of its own: supervise.py
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                 pass_fds=self._pass_fds,
@@ -295,6 +315,18 @@ def kill_group(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+JOBS_MARK = "@JOBS@"  # ${JOBS} in a template's command: the phase runs parallel jobs
+
+
+def _uses_jobs(commands: list[buildsys.Command]) -> bool:
+    """Whether a phase's commands run ``${JOBS}`` jobs: a template's (expanded with
+    ``JOBS_MARK``) or a ``[script]`` phase that names ``JOBS`` (the shell expands it)."""
+    return any(
+        "JOBS" in cmd if isinstance(cmd, str) else any(JOBS_MARK in a for a in cmd)
+        for cmd in commands
+    )
 
 
 def stop_all_builds() -> None:

@@ -10,9 +10,11 @@ when it ends, so builds alone never exceed the budget. Within a build:
   through ``MAKEFLAGS=-jN --jobserver-auth=R,W`` (the pipe's descriptors, which make 4.2.1 in
   the guest and make 4.3 here both understand; a named fifo would need 4.4): each extra job
   takes a token from the pipe and returns it, so all the makes of a run share the budget;
-- every other build (ninja via meson, cmake, scripts) takes a share: the tokens free at its
-  start, at most the budget, held until it ends; ``JOBS`` is that share. A ``make -j$JOBS``
-  inside a script runs its own jobs within the share it holds.
+- a phase that runs ``${JOBS}`` jobs (ninja via meson, cmake, a ``[script]`` phase naming
+  ``JOBS``) takes a share: the tokens free when the phase starts, at most the budget, given
+  back when it ends; ``JOBS`` is that share (1 in the build's other phases, which hold its
+  one token: a serial configure or install keeps no tokens from the builds beside it). A
+  ``make -j$JOBS`` inside a script runs its own jobs within the share it holds.
 
 A make killed by a signal may not give back its tokens; the pipe lives as long as this
 process, so the next ``doit`` starts with a full pool.

@@ -40,7 +40,7 @@ from tasks.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.fsutil import atomic_write
 from tasks.graph import critical_first, find_cycle, to_dot, topo_order
 from tasks.kinds import DEFAULT, KINDS
-from tasks.kinds.base import make_task as _task
+from tasks.kinds.base import make_task
 from tasks.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
 from tasks.platform import Platform, detect, plan_platforms
 from tasks.recipe import (
@@ -59,6 +59,14 @@ from tasks.recipe import (
 from tasks.report import make_reporter
 
 SUMS = "SHA256SUMS"
+
+
+def _task(name: str, actions: list | None, **fields: Any) -> Task:
+    """The loader's own tasks (fetches, SHA256SUMS, groups, graph): each decides from its
+    files and the recipes alone (``tasks.noop`` may trust their stat)."""
+    task = make_task(name, actions, **fields)
+    task.stat_determined = True
+    return task
 
 
 def parse_recipe(path: Path) -> tuple[Recipe | None, list[RecipeError]]:
@@ -262,11 +270,14 @@ class Project:
 
     def _tasks(self) -> Iterator[Task]:
         try:
-            steps = [
-                t
-                for n in self.order
-                for t in KINDS[self.builds[n].recipe.kind].tasks(self, self.builds[n])
-            ]
+            steps = []
+            for n in self.order:
+                kind = KINDS[self.builds[n].recipe.kind]
+                made = kind.tasks(self, self.builds[n])
+                if getattr(kind, "STAT_DETERMINED", False):  # see tasks/noop.py
+                    for t in made:
+                        t.stat_determined = True
+                steps += made
         except (RecipeError, RecipeErrors) as e:
             raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
         # doit offers ready tasks in the order of the groups' dependencies (and a package

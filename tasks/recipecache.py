@@ -46,7 +46,7 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _scan(top: Path) -> dict[str, tuple[int, int, int, int]]:
+def scan(top: Path) -> dict[str, tuple[int, int, int, int]]:
     """Stat key of every file and directory under ``top`` (relative path -> key)."""
     found: dict[str, tuple[int, int, int, int]] = {}
     todo = [""]
@@ -84,7 +84,7 @@ class RecipeCache:
     def load(self, recipes_dir: Path, parse: Callable[[Path], T]) -> T:
         """``parse(recipes_dir)``, or its result from the last run if no file changed."""
         try:
-            files = _scan(recipes_dir)
+            files = scan(recipes_dir)
             engine = _engine_key()
         except OSError:
             return parse(recipes_dir)  # parse reports the missing directory
@@ -98,7 +98,7 @@ class RecipeCache:
         except OSError:
             return parse(recipes_dir)
         value = parse(recipes_dir)  # raises on invalid recipes: nothing to cache
-        if _scan(recipes_dir) == files:  # else changed while parsing: do not cache a mix
+        if scan(recipes_dir) == files:  # else changed while parsing: do not cache a mix
             self._pending = {"engine": engine, "files": entries, "written": written, "value": value}
         return value
 

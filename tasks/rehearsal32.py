@@ -6,12 +6,14 @@ from the machine's Debian archive (its URI from the apt sources), entered with c
     python -m tasks.rehearsal32 shell             a shell in it (the project at /azl)
     python -m tasks.rehearsal32 go                go1.23 with GOHOSTARCH=386, the Statfs check
     python -m tasks.rehearsal32 packages [PKG..]  the project's recipes built for i686 in it
+    python -m tasks.rehearsal32 toolkit           the sudo/runuser shim and stage env tests in it
 
 The root is kept between runs (``cache/rehearsal32/root``, made as ``root.part`` and renamed
 when complete); ``root --fresh`` makes it again. Inside, ``uname -m`` says x86_64 (no
 ``linux32``), as live-bootstrap's userland sees it after the kexec. The chroot gets /proc,
 /sys, /dev, /dev/pts and the project checkout at ``/azl``, all unmounted on the way out. Other
-work may reuse it through :func:`entered` (e.g. the sudo/runuser shim's tests).
+work may reuse it through :func:`entered` (``toolkit`` runs the sudo/runuser shim's and the
+stage environment's tests there).
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ from tasks.download import debian_archive_uri
 
 SUITE = "bookworm"
 # build-essential comes with the buildd variant; the rest is what the recipes' build systems
-# and the engine (python3 + doit's dependencies) need.
+# and the engine (python3 + doit's dependencies) need, and the libraries the recipes take from
+# live-bootstrap (as setup.sh's for the sandbox): zlib, OpenSSL, libffi (glib), libmagic
+# (file-5.44: rpm requires magic.h), liblzma (xz). PAM is the sandbox's, not live-bootstrap's
+# (util-linux's recipe is checked without it in tests/test_sudo.py).
 PACKAGES = (
     "python3", "python3-venv", "python3-pip", "python3-psutil", "python3-requests",
     "python3-xxhash", "python3-tqdm", "pkg-config", "m4", "autoconf", "automake", "libtool",
     "bison", "flex", "gawk", "git", "xz-utils", "bzip2", "curl", "ca-certificates",
     "zlib1g-dev", "libssl-dev", "libpam0g-dev", "gettext", "texinfo",
+    "libffi-dev", "libmagic-dev", "liblzma-dev",
 )  # fmt: skip
 # The i386 bootstrap Go of go1.23 (which needs Go >= 1.20): bookworm-backports' golang-1.22.
 BOOTSTRAP_GO = ("golang-1.22-go", "/usr/lib/go-1.22")
@@ -69,6 +75,7 @@ def make_root(project: Path, archive: str | None = None, fresh: bool = False) ->
     if fresh and root.exists():
         _rmtree_root(root)
     if (root / READY).is_file():
+        _add_packages(root, project)
         return root
     if os.geteuid() != 0:
         raise RehearsalError("the 32-bit rehearsal needs root (debootstrap, chroot, mounts)")
@@ -101,6 +108,22 @@ def make_root(project: Path, archive: str | None = None, fresh: bool = False) ->
     (part / READY).write_text("\n".join(PACKAGES + BOOTSTRAP_GO[:1]) + "\n")
     os.replace(part, root)
     return root
+
+
+def _add_packages(root: Path, project: Path) -> None:
+    """Install into a kept root what PACKAGES gained since it was made (READY lists what it
+    has), so a longer list does not need a fresh debootstrap."""
+    ready = root / READY
+    have = set(ready.read_text().split())
+    missing = [p for p in PACKAGES if p not in have]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise RehearsalError(f"{root} lacks {' '.join(missing)}; installing them needs root")
+    log = root.with_name("debootstrap.log")
+    with entered(root, project) as run:
+        run(f"apt-get install -y -q {' '.join(missing)}", log)
+    ready.write_text("\n".join(sorted(have | set(missing))) + "\n")
 
 
 def _rmtree_root(root: Path) -> None:
@@ -149,7 +172,7 @@ def entered(root: Path, project: Path) -> Iterator:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.rehearsal32", description=__doc__)
-    parser.add_argument("what", choices=["root", "shell", "go", "packages"])
+    parser.add_argument("what", choices=["root", "shell", "go", "packages", "toolkit"])
     parser.add_argument("packages", nargs="*", help="for `packages`: recipes to build")
     parser.add_argument("--fresh", action="store_true", help="make the root again")
     args = parser.parse_args(argv)
@@ -167,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             from tasks.rehearsal32_packages import build_packages
 
             print(build_packages(project, root, args.packages).summary())
+        if args.what == "toolkit":
+            from tasks.rehearsal32_toolkit import toolkit_check
+
+            result = toolkit_check(project, root)
+            print(result.summary())
+            return 1 if result.failed else 0
     except RehearsalError as e:
         print(f"rehearsal32: {e}", file=sys.stderr)
         return 1

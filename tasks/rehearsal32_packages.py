@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,9 @@ from tasks.rehearsal32 import INSIDE, RehearsalError, entered
 
 PROJECT_INSIDE = "/root/azl-project"
 VENV = "/root/azl-venv"
-DOIT = "doit~=0.37.0"  # as pyproject.toml; its other dependencies come from Debian's i386 packages
 # A subset of the guest plan that builds in well under an hour on 2 cores (the big ones —
-# cmake, git, glib, qemu, rpm, go — are left to an explicit list).
+# cmake, git, glib, qemu, rpm, go — are left to an explicit list). What has built, and what
+# cannot be built here and why, is listed in README.md ("The 32-bit rehearsal").
 DEFAULT = (
     "pcre2", "grep", "zstd", "bzip2", "attr", "acl", "popt", "lua", "libcap", "pcre",
     "rsync", "wget", "jq", "dosfstools", "autoconf-dickey", "ncurses", "iproute2", "dropbear",
@@ -66,16 +67,45 @@ def _prepare_project(project: Path, root: Path) -> Path:
     return inside
 
 
-def _doit_wheel(project: Path) -> Path:
-    """doit's wheel (pure Python, no dependencies), downloaded by the host's pip: the root's
-    pip may not reach the package index where the host's does (a proxy's CA is the host's)."""
+def _engine_requirements(project: Path) -> list[str]:
+    """pyproject's dependencies but the C extensions (psutil, xxhash: Debian's i386 ones)."""
+    from tasks.wheelhouse import SDISTS, _name, engine_requirements
+
+    return [r for r in engine_requirements(project / "pyproject.toml") if _name(r) not in SDISTS]
+
+
+def _engine_wheels(project: Path) -> Path:
+    """The engine's pure-Python dependencies as wheels (doit, and requests and urllib3 newer
+    than Debian 12's), downloaded by the host's pip: the root's pip may not reach the package
+    index where the host's does (a proxy's CA is the host's). Their own dependencies (idna,
+    certifi, ...) are Debian's i386 packages."""
     wheels = project / "cache" / "rehearsal32" / "wheels"
-    if not list(wheels.glob("doit-*.whl")):
+    wanted = "\n".join(_engine_requirements(project)) + "\n"
+    stamp = wheels / "requirements.txt"
+    if not stamp.is_file() or stamp.read_text() != wanted:
+        if wheels.exists():
+            shutil.rmtree(wheels)
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels)]
-        r = subprocess.run([*cmd, DOIT], capture_output=True, text=True)
+        cmd += ["--only-binary", ":all:", *wanted.split()]
+        r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
-            raise RehearsalError(f"pip download {DOIT}: {r.stderr.strip()[-500:]}")
+            raise RehearsalError(f"pip download {wanted.split()}: {r.stderr.strip()[-500:]}")
+        stamp.write_text(wanted)
     return wheels
+
+
+def ensure_venv(project: Path, root: Path, run: Callable[..., None], log: Path) -> None:
+    """The venv inside the root (``VENV``) with the engine's dependencies; ``run`` is
+    :func:`tasks.rehearsal32.entered`'s."""
+    wheels = _engine_wheels(project)
+    inside = f"{INSIDE}/{wheels.relative_to(project)}"
+    if not (root / VENV.lstrip("/") / "bin/python").exists():
+        run(f"python3 -m venv --system-site-packages {VENV}", log)
+    # the wheel files themselves, so that these versions shadow Debian's older ones (requests
+    # 2.28 would do for a requirement, but not with urllib3 2); a no-op when they are there.
+    # --no-deps: theirs are Debian's (requests' newest certifi floor is only a CA bundle's age)
+    files = " ".join(f"{inside}/{w.name}" for w in sorted(wheels.glob("*.whl")))
+    run(f"{VENV}/bin/pip install -q --no-index --no-deps {files}", log)
 
 
 def build_packages(
@@ -92,13 +122,7 @@ def build_packages(
     env = {"PYTHONPATH": INSIDE}
     start = time.monotonic()
     with entered(root, project) as run:
-        if not (root / VENV.lstrip("/") / "bin/doit").exists():
-            wheels = _doit_wheel(project)
-            run(
-                f"python3 -m venv --system-site-packages {VENV} && {VENV}/bin/pip install -q "
-                f"--no-index --find-links {INSIDE}/{wheels.relative_to(project)} '{DOIT}'",
-                log,
-            )
+        ensure_venv(project, root, run, log)
         run(f"gcc -dumpmachine > {PROJECT_INSIDE}/target", log)
         result.target = (inside / "target").read_text().strip()
         if clean:

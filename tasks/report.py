@@ -16,8 +16,8 @@ from doit.reporter import ConsoleReporter
 from tasks import lock
 
 
-def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
-    """The tasks with actions that a run of ``selected`` will visit."""
+def visited(tasks: dict[str, Any], selected: list[str]) -> set[str]:
+    """The tasks a run of ``selected`` will visit."""
     seen: set[str] = set()
     todo = list(selected)
     while todo:
@@ -27,7 +27,12 @@ def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
         seen.add(name)
         t = tasks[name]
         todo += list(t.task_dep) + list(t.setup_tasks) + list(t.calc_dep)
-    return {n for n in seen if tasks[n].actions}
+    return seen
+
+
+def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
+    """The tasks with actions that a run of ``selected`` will visit."""
+    return {n for n in visited(tasks, selected) if tasks[n].actions}
 
 
 class Reporter(ConsoleReporter):
@@ -39,6 +44,10 @@ class Reporter(ConsoleReporter):
     desc = "azl-bootstrap progress: a bar on a terminal, plain lines otherwise"
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        global LAST
+        LAST = self
+        self.said: list[str] = []  # what it printed on stdout (tasks.noop replays it)
+        self.executed = 0  # tasks whose actions ran
         try:
             lock.acquire(self.state_dir)
         except lock.LockedError as e:
@@ -68,7 +77,12 @@ class Reporter(ConsoleReporter):
         if self.bar is not None and task.name in self.counted:
             self.bar.update(1)
 
+    def write(self, text: str) -> None:
+        self.said.append(text)
+        self.outstream.write(text)
+
     def execute_task(self, task: Any) -> None:
+        self.executed += bool(task.actions)
         if self.bar is not None:
             if task.actions:
                 self.bar.set_postfix_str(task.name)
@@ -117,6 +131,15 @@ class Reporter(ConsoleReporter):
             self.write(verify_summary(self.verified))
         if self.runtime_errors:
             self.write("Execution aborted.\n" + "\n".join(self.runtime_errors) + "\n")
+
+    def bar_summary(self) -> str:
+        """What a replayed no-op shows on a terminal instead of the bar."""
+        if self.bar is None:
+            return ""
+        return f"{len(self.counted)}/{len(self.counted)} task(s) up to date (nothing changed)\n"
+
+
+LAST: Reporter | None = None  # the reporter of the last run in this process (tasks.commands)
 
 
 def mirror_summary(fetched: list[tuple[str, dict[str, Any]]]) -> str:

@@ -78,6 +78,12 @@ def read_journal(path: Path) -> _Journal:
     return result
 
 
+def damaged_reads() -> bool:
+    """Whether a journal read in this process skipped damaged lines (its warning is then
+    due on every run until a writer rewrites it: ``tasks.noop`` writes no stamp)."""
+    return any(journal[3] for _, journal in _read_cache.values())
+
+
 def _parse_journal(path: Path, data: bytes) -> _Journal:
     records: dict[str, dict[str, Any]] = {}
     lines = good = 0

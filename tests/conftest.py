@@ -163,10 +163,13 @@ def project(tmp_path: Path) -> Project:
 
 def real_project(root: Path, *names: str, keep_build: bool = False) -> Project:
     """A project at ``root`` with copies of the repository's recipes ``names`` (dependencies
-    included by the caller), the repository's ``mirror/`` as a local mirror, two jobs."""
+    included by the caller) and their files (``recipes/<name>/``), the repository's
+    ``mirror/`` as a local mirror, two jobs."""
     project = Project(root)
     for name in names:
         shutil.copy(REPO / "recipes" / f"{name}.toml", project.root / "recipes")
+        if (REPO / "recipes" / name).is_dir():
+            shutil.copytree(REPO / "recipes" / name, project.root / "recipes" / name)
     config = 'platform = "sandbox"\njobs = 2\n'
     if (REPO / "mirror").is_dir():
         config += f"mirrors = [{json.dumps(str(REPO / 'mirror'))}]\n"

@@ -43,6 +43,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def gcc_links_32bit_static() -> bool:
+    """Whether this machine's gcc links a 32-bit static program (gcc-multilib)."""
+    probe = subprocess.run(
+        ["gcc", "-m32", "-static", "-x", "c", "-o", "/dev/null", "-"],
+        input="int main(void){return 0;}",
+        text=True,
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
 def substitute_source():  # -> tasks.recipe.Source
     """The recipe's Debian source of the substitute version."""
     from tasks.loader import parse_recipe

@@ -83,6 +83,7 @@ go-tools: $(tools)
 
 $(TOOL_BINS_DIR)/%:
 \t@mkdir -p $(TOOL_BINS_DIR) $(BUILD_DIR)/tools
+\t@if [ -x $(CONTROL)/probe.sh ]; then $(CONTROL)/probe.sh $(CONTROL)/probe; fi
 \t@printf '%s GOARCH=%s GOTOOLCHAIN=%s REBUILD_TOOLS=%s flavor=%s\\n' $* "$$GOARCH" \
 "$$GOTOOLCHAIN" "$(REBUILD_TOOLS)" "$$(cat $(CONTROL)/flavor 2>/dev/null)" > $@
 

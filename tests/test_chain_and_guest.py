@@ -289,7 +289,7 @@ def test_guest_setup_steps_are_guest_only_and_wired_as_the_procedure_says(
         "lfs-user": ("V42", ["util-linux"]),
         "sudo": ("V43", []),
         "hosts": ("V44", []),
-        "kernel64": ("V36", ["musl-cross-make"]),
+        "kernel64": ("V36", ["musl-cross-make", "libelf"]),
         "musl-cross-make": ("V24", []),
         "kexec": ("V37", ["kernel64"]),
     }

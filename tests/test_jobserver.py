@@ -100,3 +100,54 @@ def test_doit_n_4_runs_no_more_compile_jobs_than_the_budget(tmp_path: Path) -> N
     assert peak(probe) == 2
     log = (tmp_path / "p" / "cache" / "logs" / "m0.log").read_text()
     assert "jobserver unavailable" not in log and "resetting jobserver" not in log
+
+
+def test_a_toolkit_stage_runs_its_make_jobs_within_the_budget(
+    project: Project, tmp_path: Path
+) -> None:
+    """The stand-in toolkit's ``make go-tools`` (27 tool jobs, each a fake compile) under
+    ``jobs = 2``: make gets the run's jobserver, so 2 jobs run at once (not 1 as a make
+    without ``-j``, never more than the budget)."""
+    from bench.project import PROBE
+    from tests.test_azurelinux import make_azl, ok
+    from tests.test_stage_env import dumped
+
+    azl = make_azl(project, tmp_path)
+    probe = azl.control / "probe"
+    probe.mkdir()
+    (azl.control / "probe.sh").write_text(PROBE.replace("sleep 0.3", "sleep 0.1"))
+    (azl.control / "probe.sh").chmod(0o755)
+    ok(azl.doit("go-tools"))
+    assert len((probe / "peaks").read_text().split()) == 27
+    assert peak(probe) == 2
+    flags = dumped(azl, "go-tools")["MAKEFLAGS"]
+    assert "--jobserver-auth=" in flags, flags
+    log = azl.log("go-tools", 1).read_text()
+    assert "jobserver unavailable" not in log and "resetting jobserver" not in log
+
+
+def test_serial_phases_of_other_builds_hold_one_token(project: Project, tmp_path: Path) -> None:
+    """Script builds under ``doit -n 2`` with ``jobs = 2``: two install phases that run no
+    ``${JOBS}`` jobs run at once (each holds one token, not the whole budget), and a compile
+    phase naming ``JOBS`` gets every free token."""
+    from bench.project import PROBE
+
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    probe = tmp_path / "probe.sh"
+    probe.write_text(PROBE.replace("sleep 0.3", "sleep 1"))
+    probe.chmod(0o755)
+    for name in ("s1", "s2"):
+        project.recipe(
+            name,
+            install=f'{probe} {probe_dir}\nmkdir -p "$DESTDIR$PREFIX/share" && touch "$DESTDIR$PREFIX/share/{name}"',
+        )
+    seen = tmp_path / "jobs-seen"
+    project.recipe("j", body=f"script.compile = 'echo \"$JOBS\" > {seen}'")
+    r = project.doit("-n", "2", "s1", "s2")
+    assert r.code == 0, r.out + r.err
+    assert sorted(r.packages_ran()) == ["s1", "s2"]
+    assert peak(probe_dir) == 2  # both installs at once: neither kept the other's token
+    r = project.doit("j")
+    assert r.code == 0, r.out + r.err
+    assert seen.read_text().strip() == "2"  # alone, its compile phase has the whole budget

@@ -26,13 +26,7 @@ def _tools() -> None:
     missing = [t for t in NEEDED if shutil.which(t) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}")
-    probe = subprocess.run(
-        ["gcc", "-m32", "-static", "-x", "c", "-o", "/dev/null", "-"],
-        input="int main(void){return 0;}",
-        text=True,
-        capture_output=True,
-    )
-    if probe.returncode:
+    if not proof.gcc_links_32bit_static():
         pytest.skip("gcc cannot link 32-bit static programs (apt-get install gcc-multilib)")
 
 

@@ -76,3 +76,18 @@ def test_recipes_build_for_i686_inside(root: Path) -> None:
     assert re.search(r"^\.  zstd$", log, re.M), log  # really built again, not found done
     sandbox = root / PROJECT_INSIDE.lstrip("/") / "cache/sandbox/root"
     assert elf_class(sandbox / "usr/bin/grep") == 1
+
+
+def test_sudo_shim_and_stage_env_as_the_toolkit_calls_them_inside(root: Path) -> None:
+    """Part (c): the shim's and the stage environment's tests, run by the root's i386 Python
+    with the root's bash, dash, useradd and coreutils."""
+    from tasks.rehearsal32_toolkit import toolkit_check
+
+    r = toolkit_check(REPO, root)
+    print(r.summary())
+    assert r.machine == "x86_64 i386"
+    assert not r.failed and not r.skipped, r.summary()
+    sudo = [t for t in r.passed if t.startswith("test_sudo::")]
+    assert any("bypass_container_line" in t for t in sudo), r.passed
+    assert len([t for t in sudo if "[dash]" in t]) >= 6, r.passed  # the shim under both shells
+    assert any(t.startswith("test_stage_env::") for t in r.passed), r.passed

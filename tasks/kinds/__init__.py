@@ -50,6 +50,13 @@ module must provide exactly these (see ``package.py`` for the simplest):
     change of their content reruns the dependents. ``[]``: dependents are only ordered
     after it (task_dep), never invalidated (a checkpoint, a session step).
 
+``STAT_DETERMINED: bool``
+    Whether its tasks decide up-to-dateness from their files alone (file_dep, targets,
+    records in the journal, the recipes): then a no-op may be replayed from a stamp of their
+    stat keys (``tasks/noop.py``). False (the default when absent) for a check that runs a
+    command, reads the running machine or globs a tree; a run visiting such a task writes
+    no stamp.
+
 Optional: ``sources(plan: Plan, build: Build) -> tuple[Source, ...]``
     The build's mirror files when the recipe cannot list them (live-bootstrap's distfiles,
     read from its pinned commit); default ``build.version.sources``.

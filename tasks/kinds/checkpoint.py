@@ -29,6 +29,8 @@ SCRIPT_KEYS = PACKAGE_KEYS - {
     "chain",
 }  # fmt: skip
 KEYS = SCRIPT_KEYS | {"running_machine"}
+# whether a no-op may trust the stat of its files (tasks/noop.py): the running kernel decides (uname), not a file
+STAT_DETERMINED = False
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from tasks.recipe import Build, Checker, Recipe, Version
 
 PIN_KEYS = frozenset({"url", "commit", "tree", "ref", "submodules", "skip"})
 KEYS = PIN_KEYS | {"dir"}
+# whether a no-op may trust the stat of its files (tasks/noop.py): the repositories' HEADs decide, read through git
+STAT_DETERMINED = False
 _OID = re.compile(r"^[0-9a-f]{40}$")
 
 

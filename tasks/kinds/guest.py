@@ -32,6 +32,8 @@ from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.recipe import Build, Checker, Recipe, Version
 
 KEYS: frozenset[str] = frozenset()
+# whether a no-op may trust the stat of its files (tasks/noop.py): always runs (the VM's state decides)
+STAT_DETERMINED = False
 HOLD = "vm"
 # doit run options passed on to the guest's doit, and whether each takes a value
 FORWARD = {"-n": True, "--process": True, "-P": True, "--parallel-type": True}

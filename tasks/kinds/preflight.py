@@ -27,6 +27,8 @@ from tasks.lbinputs import Layout
 from tasks.recipe import Build, Checker, Recipe, Version
 
 KEYS = frozenset({"tools"})
+# whether a no-op may trust the stat of its files (tasks/noop.py): always runs (the machine may have changed)
+STAT_DETERMINED = False
 _TOOL_KEYS = {"why", "required", "module", *preflight.DISTROS}
 
 

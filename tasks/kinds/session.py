@@ -25,6 +25,8 @@ from tasks.kinds.checkpoint import SCRIPT_KEYS, script_fields
 from tasks.recipe import Build, Checker, Recipe
 
 KEYS = SCRIPT_KEYS | {"check"}
+# whether a no-op may trust the stat of its files (tasks/noop.py): its check command decides (a mount, a daemon)
+STAT_DETERMINED = False
 CHECK_TIMEOUT = 60  # seconds; a check that hangs counts as absent
 
 

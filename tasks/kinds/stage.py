@@ -10,7 +10,10 @@ them. ``env`` and ``path`` (prepended to PATH) may use the platform's variables 
 ``${TREE}``, ``${GO_BIN}`` (the directory of ``go`` in the go package's manifest; empty
 where the plan has no go package) and ``${GO_MODULES}`` (``mirror/go-modules``). make's
 environment is that and nothing else: PATH (``path``, then live-bootstrap's login PATH,
-``LOGIN_PATH``), HOME, ``env`` (see ``LOGIN_PATH``'s comment: no package-build variable).
+``LOGIN_PATH``), HOME, ``env`` (see ``LOGIN_PATH``'s comment: no package-build variable),
+and ``MAKEFLAGS`` with the run's jobserver: make holds one of the run's job tokens and runs
+more jobs only with tokens from the pool (``tasks.jobserver``; the toolkit documents
+``make -jN``), so a stage and the package builds beside it never exceed the job budget.
 ``go_modules = "<module dir>"``: before make, the mirror's Go module cache must serve that
 module offline (tasks/gomodules.py); then GOPROXY=file://..., GOSUMDB=off, GOFLAGS=-mod=mod
 are added; offline without it the attempt stops before make, saying what is missing.
@@ -39,7 +42,7 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks import gomodules
+from tasks import gomodules, jobserver
 from tasks.build import StepFailed, clean_paths
 from tasks.config import Config, Paths
 from tasks.fsutil import safe_rmtree
@@ -71,6 +74,8 @@ KEYS = frozenset({
     "make_target", "make_vars", "env", "path", "outputs", "outputs_glob", "fresh", "clean",
     "keep", "retry", "go_modules",
 })  # fmt: skip
+# whether a no-op may trust the stat of its files (tasks/noop.py): its outputs are a glob over the tree
+STAT_DETERMINED = False
 # The seed ran the toolkit from live-bootstrap's console shell, which /init starts as
 # `env - PATH=${PREFIX}/bin PS1="\w # " setsid openvt -fec1 -- bash -i`
 # (steps/improve/make_bootable.sh @1296c44b): none of the package builds' variables
@@ -274,7 +279,15 @@ class StageAction(AttemptAction):
             if path.exists():
                 self._note(f"keep {path}")
         self._make_from = self._log.tell()
-        self._command("make", self.command(), tree / "toolkit", env)
+        # make joins the run's job budget like a package's make (tasks.jobserver): one token
+        # held, more taken from the pipe for parallel jobs (the toolkit documents `make -jN`)
+        with jobserver.slots(self.platform.jobs, True) as (_, jobs, js):
+            self._pass_fds = js.fds
+            try:
+                make_env = {**env, "MAKEFLAGS": jobs["MAKEFLAGS"]}
+                self._command("make", self.command(), tree / "toolkit", make_env)
+            finally:
+                self._pass_fds = ()
         self._step("outputs", lambda: self._check_outputs(tree))
 
     def _go_modules(self, tree: Path) -> None:
