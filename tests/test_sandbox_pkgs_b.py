@@ -91,9 +91,14 @@ def test_tcl_runs_a_script(tmp_path: Path, archive: str) -> None:
     project = real_project(tmp_path / "proj", "tcl")
     build(project, "tcl")
     script = tmp_path / "t.tcl"
-    script.write_text('puts "[expr {6*7}] [info patchlevel]"\n')
+    script.write_text(
+        'puts "[expr {6*7}] [info patchlevel]"\n'
+        "foreach k {libdir,install libdir,runtime} {puts [tcl::pkgconfig get $k]}\n"
+    )
     out = run(project.installed("bin/tclsh"), script).stdout.split()
-    assert out == ["42", sandbox_version("tcl").split("+")[0]]
+    assert out[:2] == ["42", sandbox_version("tcl").split("+")[0]]
+    # where Tcl says it is installed: the real libdir, not the build's stage (DESTDIR)
+    assert out[2:] == [str(project.installed("lib"))] * 2, out
 
 
 @pytest.mark.slow
