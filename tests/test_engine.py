@@ -561,22 +561,6 @@ def test_second_doit_stops_while_one_is_running(project: Project) -> None:
     assert ok(project.doit()).ran == []
 
 
-def test_clean_while_another_doit_runs_fails_clearly(project: Project) -> None:
-    chain(project, ["a", "b"])
-    ok(project.doit())
-    gate, started = gated(project, "c", ("b",))
-    first = project.popen()
-    try:
-        wait_for(started.exists, first, "c's build to start")
-        r = project.doit("clean", "a")
-        assert project.manifest("a").is_file()  # nothing was removed
-        assert "another doit" in r.out + r.err
-        assert r.code != 0, r.out + r.err
-    finally:
-        gate.touch()
-        stop(first)
-
-
 # --------------------------------------------------------------------------- 12. failures
 
 
