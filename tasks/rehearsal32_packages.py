@@ -69,9 +69,13 @@ def _prepare_project(project: Path, root: Path) -> Path:
 
 def _engine_requirements(project: Path) -> list[str]:
     """pyproject's dependencies but the C extensions (psutil, xxhash: Debian's i386 ones)."""
-    from tasks.wheelhouse import SDISTS, _name, engine_requirements
+    from tasks.wheelhouse import SDISTS, engine_requirements, requirement_name
 
-    return [r for r in engine_requirements(project / "pyproject.toml") if _name(r) not in SDISTS]
+    return [
+        r
+        for r in engine_requirements(project / "pyproject.toml")
+        if requirement_name(r) not in SDISTS
+    ]
 
 
 def _engine_wheels(project: Path) -> Path:

@@ -53,7 +53,8 @@ def engine_requirements(pyproject: Path) -> list[str]:
     return deps
 
 
-def _name(requirement: str) -> str:
+def requirement_name(requirement: str) -> str:
+    """The distribution name of a requirement (``urllib3>=2,<3`` -> ``urllib3``), lower case."""
     import re
 
     return re.split(r"[\s<>=~!;\[]", requirement, maxsplit=1)[0].lower()
@@ -63,8 +64,8 @@ def make_wheelhouse(dest: Path, requirements: list[str], python: str = sys.execu
     """Fill ``dest`` with the wheels and sdists the guest needs (uses the host's pip and
     its index), and write ``dest/requirements.txt``."""
     dest.mkdir(parents=True, exist_ok=True)
-    sdists = [r for r in requirements if _name(r) in SDISTS]
-    wheels = [r for r in requirements if _name(r) not in SDISTS] + list(BUILD_TOOLS)
+    sdists = [r for r in requirements if requirement_name(r) in SDISTS]
+    wheels = [r for r in requirements if requirement_name(r) not in SDISTS] + list(BUILD_TOOLS)
     pip = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
     for cmd in (
         [*pip, "--dest", dest, "--no-deps", "--no-binary", ",".join(SDISTS), *sdists],

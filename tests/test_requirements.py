@@ -7,7 +7,7 @@ import ast
 import importlib.metadata
 import sys
 
-from tasks.wheelhouse import _name, engine_requirements
+from tasks.wheelhouse import engine_requirements, requirement_name
 from tests.conftest import REPO
 
 
@@ -34,7 +34,7 @@ def test_every_third_party_import_of_the_engine_is_declared() -> None:
     """A module that only comes with another dependency (urllib3 with requests) may come at a
     version the engine cannot use: tasks/download.py broke on urllib3 1.26 in the 32-bit
     rehearsal, with requests >= 2.28 declared and urllib3 not."""
-    declared = {_name(r) for r in engine_requirements(REPO / "pyproject.toml")}
+    declared = {requirement_name(r) for r in engine_requirements(REPO / "pyproject.toml")}
     dists = importlib.metadata.packages_distributions()
     missing = {}
     for module, where in imported_top_modules().items():
@@ -46,7 +46,9 @@ def test_every_third_party_import_of_the_engine_is_declared() -> None:
 
 
 def test_urllib3_is_declared_at_a_version_with_read1() -> None:
-    (req,) = [r for r in engine_requirements(REPO / "pyproject.toml") if _name(r) == "urllib3"]
+    (req,) = [
+        r for r in engine_requirements(REPO / "pyproject.toml") if requirement_name(r) == "urllib3"
+    ]
     assert ">=2" in req.replace(" ", ""), req
     import urllib3
 
