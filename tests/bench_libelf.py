@@ -41,8 +41,8 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-libelf-") as tmp:
         work = Path(tmp)
-        zlib = proof.build_zlib(proof.fetch(proof.ZLIB, archive), work, "musl-gcc")
-        elfutils = proof.fetch(proof.libelf_source(), archive)
+        zlib = proof.build_zlib(kernel64_proof.fetch_source(proof.ZLIB, archive), work, "musl-gcc")
+        elfutils = kernel64_proof.fetch_source(proof.libelf_source(), archive)
         stage, seconds = proof.build_libelf(elfutils, work, "musl-gcc", zlib, args.jobs)
         size = (stage / "usr" / "lib" / "libelf.a").stat().st_size
         print(f"libelf (musl-gcc, -j{args.jobs}): {seconds:.1f} s, libelf.a {size} bytes")

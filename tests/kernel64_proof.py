@@ -86,16 +86,22 @@ def cached(expected_inputs: dict[str, str] | None = None) -> Built | None:
     return Built(d / "bzImage", d / "config", float(record["seconds"]))
 
 
-def fetch_tarball(archive: str) -> Path:
-    """The substitute's .orig in the repository's mirror/, fetched from Debian's archive
-    (``archive``: its base URI from the apt sources) and verified if not there yet."""
+def fetch_source(source, archive: str) -> Path:  # source: tasks.recipe.Source
+    """``source`` in the repository's mirror/, fetched from Debian's archive (``archive``: its
+    base URI from the apt sources) and verified if not there yet."""
     from tasks.download import fetch, sha256_file
 
-    src = substitute_source()
-    dest = REPO / "mirror" / src.file
-    if not (dest.is_file() and sha256_file(dest) == src.sha256):
-        fetch([f"{archive.rstrip('/')}/pool/{src.debian}"], dest, src.sha256, progress=False)
+    dest = REPO / "mirror" / source.file
+    if not (dest.is_file() and sha256_file(dest) == source.sha256):
+        assert source.debian, f"{source.file}: no Debian pool path"
+        dest.parent.mkdir(exist_ok=True)
+        fetch([f"{archive.rstrip('/')}/pool/{source.debian}"], dest, source.sha256, progress=False)
     return dest
+
+
+def fetch_tarball(archive: str) -> Path:
+    """The substitute kernel's .orig (``fetch_source``)."""
+    return fetch_source(substitute_source(), archive)
 
 
 def build(tarball: Path, sha256: str, jobs: int = 2) -> Built:

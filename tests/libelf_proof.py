@@ -54,22 +54,6 @@ def libelf_source() -> Source:
     return recipe().for_platform("sandbox").version.sources[0]
 
 
-def fetch(source: Source, archive: str) -> Path:
-    """``source`` in the repository's mirror/, fetched from Debian's archive (``archive``: its
-    base URI) and verified if not there yet."""
-    from tasks.download import fetch as download
-    from tasks.download import sha256_file
-
-    dest = REPO / "mirror" / source.file
-    if not (dest.is_file() and sha256_file(dest) == source.sha256):
-        assert source.debian, f"{source.file}: no Debian pool path"
-        dest.parent.mkdir(exist_ok=True)
-        download(
-            [f"{archive.rstrip('/')}/pool/{source.debian}"], dest, source.sha256, progress=False
-        )
-    return dest
-
-
 def unpack(tarball: Path, dest: Path) -> Path:
     dest.mkdir(parents=True)
     subprocess.run(

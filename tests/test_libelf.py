@@ -187,8 +187,8 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
     tmp_path: Path, archive: str
 ) -> None:
     _tools()
-    elfutils = proof.fetch(proof.libelf_source(), archive)
-    zlib_tarball = proof.fetch(proof.ZLIB, archive)
+    elfutils = kernel64_proof.fetch_source(proof.libelf_source(), archive)
+    zlib_tarball = kernel64_proof.fetch_source(proof.ZLIB, archive)
     kernel = kernel64_proof.fetch_tarball(archive)
 
     # libelf with musl, static: the recipe's phases, against a musl zlib
@@ -232,7 +232,7 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
     # a 32-bit objtool, as the guest builds it: i686 musl, static (libelf, zlib, objtool)
     i686 = tmp_path / "i686"
     i686.mkdir()
-    cc32 = str(proof.build_musl_i386(proof.fetch(proof.MUSL, archive), i686))
+    cc32 = str(proof.build_musl_i386(kernel64_proof.fetch_source(proof.MUSL, archive), i686))
     zlib32 = proof.build_zlib(zlib_tarball, i686, cc32)
     stage32, _ = proof.build_libelf(elfutils, i686, cc32, zlib32)
     hostcc32 = str(proof.musl_cc(i686, tree.uapi, cc32))
