@@ -30,12 +30,12 @@ declare -A need=(
   [m4]=m4 [autoreconf]=autoconf [automake]=automake [libtoolize]=libtool [bison]=bison
   [flex]=flex [python3]=python3
   # the kernel64 proof (tests/test_kernel64.py: kernel build, disk image, TCG boot) and the
-  # 32-bit rehearsal (tasks/rehearsal32.py)
+  # 32-bit rehearsal (tests/rehearsal32/root.py)
   [bc]=bc [qemu-system-x86_64]=qemu-system-x86 [mkfs.ext4]=e2fsprogs [sfdisk]=fdisk
   [debootstrap]=debootstrap
   # the libelf proof (tests/test_libelf.py: libelf, zlib and objtool built with musl, static)
   [musl-gcc]=musl-tools
-  # the VM and the guest link (tasks/vm.py, tasks/link.py) and their tests' guest and sshd
+  # the VM and the guest link (tasks/guest/vm.py, tasks/guest/link.py) and their tests' guest and sshd
   [qemu-img]=qemu-utils [ssh]=openssh-client [sshd]=openssh-server [dropbear]=dropbear-bin
   [cpio]=cpio [unshare]=util-linux
 )
@@ -71,11 +71,11 @@ fi
 
 # The sandbox's go1.23.1 is bootstrapped by Debian's golang-1.22-go (recipes/go.toml): Debian
 # 12 has no Go >= 1.20, bookworm-backports has. The archive URI is read from this machine's
-# apt sources (tasks.download.debian_archive_uri), never written here.
+# apt sources (tasks.sources.download.debian_archive_uri), never written here.
 if [ "$go" -eq 1 ] && [ ! -x /usr/lib/go-1.22/bin/go ]; then
   if ! grep -qs '^Suites:.*bookworm-backports' /etc/apt/sources.list.d/*.sources &&
      ! grep -qs '^deb .* bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/*.list; then
-    archive=$(.venv/bin/python -c 'from tasks.download import debian_archive_uri as u; print(u() or "")')
+    archive=$(.venv/bin/python -c 'from tasks.sources.download import debian_archive_uri as u; print(u() or "")')
     if [ -z "$archive" ]; then
       echo "setup: no Debian archive in the apt sources; cannot add bookworm-backports" >&2
       exit 1

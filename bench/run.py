@@ -9,7 +9,7 @@ backend, the same tasks); then twins are timed in interleaved rounds and the med
 is compared:
 
 - no-op ``doit`` against a Python process that only ``stat``s the same paths (the floor)
-  and against stock doit's no-op; the no-op is replayed from its stamp (tasks/noop.py), so
+  and against stock doit's no-op; the no-op is replayed from its stamp (tasks/engine/noop.py), so
   the real check (the stamp removed first: what a no-op costs after any change) is timed
   against the floor too;
 - the first run after ``touch`` of every mirror file, azl against stock doit;
@@ -109,7 +109,7 @@ def stat_paths(root: Path) -> list[str]:
     os.chdir(root)
     try:
         sys.path.insert(0, str(gen.REPO))
-        from tasks.loader import Project
+        from tasks.engine.plan import Project
 
         paths: set[str] = set()
         for t in Project(Path(".")).tasks():
@@ -129,12 +129,12 @@ import json, sys, time
 t0 = time.process_time()
 import doit.doit_cmd
 t1 = time.process_time()
-import tasks.loader
+import tasks.engine.plan
 t2 = time.process_time()
 from pathlib import Path
-project = tasks.loader.Project(Path("."))
+project = tasks.engine.plan.Project(Path("."))
 t3 = time.process_time()
-from tasks import state
+from tasks.store import state
 state.read_journal(project.paths.state / "journal")
 t4 = time.process_time()
 task_list = list(project.tasks())
@@ -204,7 +204,7 @@ def measure_project(tmp: Path, n: int, mirror_bytes: int, rounds: int, full: boo
 
 def hashing(tmp: Path, size: int, rounds: int) -> dict[str, float]:
     sys.path.insert(0, str(gen.REPO))
-    from tasks import checker
+    from tasks.store import checker
 
     path = tmp / "hash.bin"
     gen._blob(path, size, "hash")
@@ -297,7 +297,7 @@ def report(
     )
     print(
         f"  first build: azl {r['build']:.1f} s, stock doit {r['stock build']:.1f} s; "
-        f"no-op stamp (tasks/noop.py) {'written' if r['stamped'] else 'NOT written'}\n"
+        f"no-op stamp (tasks/engine/noop.py) {'written' if r['stamped'] else 'NOT written'}\n"
     )
     print(f"  {'figure':<44} {'azl':>12} {'twin':>12}  {'ratio':>9}  goal")
     row(

@@ -113,7 +113,7 @@ def log_id(project: Project, name: str) -> int | None:
 
 def damaged_states(project: Project) -> list[str]:
     """Damaged lines of the state journal (a record cut short at the end is not damage)."""
-    from tasks.state import read_journal
+    from tasks.store.state import read_journal
 
     journal = project.root / "cache" / "state" / "journal"
     return [str(journal)] if read_journal(journal)[3] else []

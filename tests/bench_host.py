@@ -4,7 +4,7 @@
 
 1. ``preflight`` end to end (tools, figures, KVM probe, TCG probe when KVM is unusable), in a
    throw-away project, best and worst of ``--runs``.
-2. The KVM probe alone (``tasks.kvmprobe.kvm_usable``): on a machine whose KVM hangs, this is
+2. The KVM probe alone (``tasks.host.kvmprobe.kvm_usable``): on a machine whose KVM hangs, this is
    the hard timeout plus the ioctl check; where KVM works, well under a second.
 3. The TCG tiny guest alone (SeaBIOS to the boot sector's exit port).
 """
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks import kvmprobe, preflight
+from tasks.host import kvmprobe, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 

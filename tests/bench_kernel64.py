@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.download import debian_archive_uri  # noqa: E402
+from tasks.sources.download import debian_archive_uri  # noqa: E402
 from tests import kernel64_proof as proof  # noqa: E402
 
 

@@ -4,7 +4,7 @@
                                            [--file-mib 128]
 
 1. Download throughput from the local test HTTP server (``tests/httpserver.py``, in this
-   process): ``tasks.download.fetch`` (streams into ``.part``, hashes with sha256 on the way,
+   process): ``tasks.sources.download.fetch`` (streams into ``.part``, hashes with sha256 on the way,
    fsyncs, renames), run in a child Python process, against ``curl -s -o`` (no hashing, no
    fsync) on the same URL, and against curl followed by ``sha256sum`` and ``sync`` (the same
    work done with standard tools). Best of ``--runs`` runs each.
@@ -38,7 +38,7 @@ from tests.test_mirror import counting_doit, write_recipe  # noqa: E402
 MiB = 1 << 20
 FETCH = """\
 import sys, time
-from tasks.download import fetch
+from tasks.sources.download import fetch
 url, dest, sha = sys.argv[1:4]
 t0 = time.perf_counter()
 fetch([url], dest, sha, progress=False)
@@ -75,7 +75,7 @@ def bench_download(mib: int, runs: int) -> None:
             assert check.stdout.split()[0] == sha
             dest.unlink()
     rows = [
-        ("tasks.download.fetch", min(t_fetch)),
+        ("tasks.sources.download.fetch", min(t_fetch)),
         ("curl -s -o", min(t_curl)),
         ("curl, sha256sum, sync", min(t_same)),  # the work fetch does, with standard tools
     ]

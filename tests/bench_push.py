@@ -4,7 +4,7 @@ first and second (unchanged) push, and after one mirror file changed.
     .venv/bin/python -m tests.bench_push [mirror-MB]
 
 Prints seconds, files sent and bytes on the wire for each push. The digest cache
-(``tasks.checker``) is per process here as in a doit run: the second push hashes nothing.
+(``tasks.store.checker``) is per process here as in a doit run: the second push hashes nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks import checker
-from tasks.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
+from tasks.guest.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
+from tasks.store import checker
 from tests.conftest import REPO
 from tests.sshd import Sshd
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.vm import VM, VMSpec
+from tasks.guest.vm import VM, VMSpec
 from tests.vmimage import make_guest
 
 

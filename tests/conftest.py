@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-# what the package builds export (tasks/platform.py build_env) and the guest's profile sets:
+# what the package builds export (tasks/model/platform.py build_env) and the guest's profile sets:
 # none of it may reach the toolkit stages or the LFS user (test_stage_env, test_sudo)
 PACKAGE_VARS = {
     "PKG_CONFIG_PATH": "/usr/lib/i686-unknown-linux-musl/pkgconfig",
@@ -188,7 +188,7 @@ def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 
 def sandbox_version(name: str) -> str:
     """The version the sandbox builds by default of the repository's recipe ``name``."""
-    from tasks.loader import parse_recipe
+    from tasks.engine.recipeset import parse_recipe
 
     recipe, errors = parse_recipe(REPO / "recipes" / f"{name}.toml")
     assert recipe is not None, errors
@@ -206,7 +206,7 @@ def links_into_sandbox(project: Project, binary: Path, library: str) -> None:
 def archive() -> str:
     """Base URI of Debian's archive from the apt sources. Skips only when there is none or
     its host cannot be connected to at all; a 404 of a pinned file must fail its test."""
-    from tasks.download import debian_archive_uri
+    from tasks.sources.download import debian_archive_uri
 
     uri = debian_archive_uri()
     if uri is None:
@@ -226,7 +226,7 @@ def dropbear_tarball(tmp_path_factory: pytest.TempPathFactory, archive: str) -> 
     from Debian's archive, whose .orig is byte-identical to the upstream release."""
     import tomllib
 
-    from tasks.download import fetch
+    from tasks.sources.download import fetch
 
     version = tomllib.loads((REPO / "recipes/lb-image.toml").read_text())["dropbear"]
     recipe = tomllib.loads((REPO / "recipes/dropbear.toml").read_text())

@@ -5,7 +5,7 @@ which came in 3.11.4), fetched through the engine's own fetch from the archive n
 machine's apt sources, and configured without ``_sqlite3``, ``_bz2``, ``_dbm``/``_gdbm``
 (``py_cv_module_<name>=n/a``: what the guest lacks even where the host has the headers).
 ``_ssl``, ``_hashlib``, ``_ctypes``, ``zlib`` and ``_lzma`` stay, as in the guest's
-``Setup.local`` (see ``tasks/wheelhouse.py``).
+``Setup.local`` (see ``tasks/guest/wheelhouse.py``).
 
 The build (~3-4 min on 2 cores) is cached under ``cache/guest-python/`` of the checkout (or
 ``$AZL_TEST_CACHE``), keyed by the tarball's sha256; ``python -m tests.guest_python`` builds it
@@ -40,7 +40,7 @@ def guest_python(archive: str, jobs: int = 2) -> Path:
     if done.exists():
         return python
     shutil.rmtree(prefix, ignore_errors=True)
-    from tasks.download import fetch
+    from tasks.sources.download import fetch
 
     work = cache_dir() / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -69,7 +69,7 @@ def guest_python(archive: str, jobs: int = 2) -> Path:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    from tasks.download import debian_archive_uri
+    from tasks.sources.download import debian_archive_uri
 
     uri = debian_archive_uri()
     if uri is None:

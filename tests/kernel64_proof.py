@@ -54,9 +54,9 @@ def gcc_links_32bit_static() -> bool:
     return probe.returncode == 0
 
 
-def substitute_source():  # -> tasks.recipe.Source
+def substitute_source():  # -> tasks.model.recipe.Source
     """The recipe's Debian source of the substitute version."""
-    from tasks.loader import parse_recipe
+    from tasks.engine.recipeset import parse_recipe
 
     recipe, errors = parse_recipe(REPO / "recipes" / "kernel64.toml")
     assert recipe is not None, errors
@@ -86,10 +86,10 @@ def cached(expected_inputs: dict[str, str] | None = None) -> Built | None:
     return Built(d / "bzImage", d / "config", float(record["seconds"]))
 
 
-def fetch_source(source, archive: str) -> Path:  # source: tasks.recipe.Source
+def fetch_source(source, archive: str) -> Path:  # source: tasks.model.recipe.Source
     """``source`` in the repository's mirror/, fetched from Debian's archive (``archive``: its
     base URI from the apt sources) and verified if not there yet."""
-    from tasks.download import fetch, sha256_file
+    from tasks.sources.download import fetch, sha256_file
 
     dest = REPO / "mirror" / source.file
     if not (dest.is_file() and sha256_file(dest) == source.sha256):

@@ -1,4 +1,4 @@
-"""The pinned live-bootstrap checkout for tests, made by ``tasks.gitpin`` from local git
+"""The pinned live-bootstrap checkout for tests, made by ``tasks.sources.gitpin`` from local git
 mirrors (``AZL_GIT_MIRRORS`` or a ``.mirror`` directory above the repository), offline, with
 the pin of ``recipes/live-bootstrap.toml`` (commit, tree, submodules, skipped paths)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from tasks import gitpin
+from tasks.sources import gitpin
 
 REPO = Path(__file__).resolve().parent.parent
 _RECIPE = tomllib.loads((REPO / "recipes" / "live-bootstrap.toml").read_text())

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.recipe import PHASES, Recipe, Source
+from tasks.model.recipe import PHASES, Recipe, Source
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "libelf.toml"
@@ -42,7 +42,7 @@ MUSL = Source(
 
 
 def recipe() -> Recipe:
-    from tasks.loader import parse_recipe
+    from tasks.engine.recipeset import parse_recipe
 
     r, errors = parse_recipe(RECIPE)
     assert r is not None, errors
@@ -75,7 +75,7 @@ def _run(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Path) -> Non
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    """What the engine gives every build (tasks.platform.build_env), plus ``extra``."""
+    """What the engine gives every build (tasks.model.platform.build_env), plus ``extra``."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LC_ALL": "C",

@@ -17,8 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tasks.link import Endpoint
-from tasks.vm import free_port
+from tasks.guest.link import Endpoint
+from tasks.guest.vm import free_port
 
 SSHD = Path("/usr/sbin/sshd")
 

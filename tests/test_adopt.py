@@ -1,6 +1,6 @@
 """A kill between the manifest write and doit's state commit costs nothing: the next run
-adopts the finished build (``tasks.adopt``) instead of rebuilding it, through the real
-``doit`` killed exactly there (``AZL_FAULT=kill:manifest-written:<pkg>``, tasks.faultpoint)."""
+adopts the finished build (``tasks.build.adopt``) instead of rebuilding it, through the real
+``doit`` killed exactly there (``AZL_FAULT=kill:manifest-written:<pkg>``, tasks.build.faultpoint)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import signal
 from pathlib import Path
 
-from tasks.state import read_record
+from tasks.store.state import read_record
 from tests.conftest import Project
 from tests.test_engine import edit, install_script, ok, pkg, share
 

@@ -1,5 +1,5 @@
 """The Azure Linux tree and toolkit stages (kinds "tree" and "stage": tasks/kinds/tree.py,
-tasks/kinds/stage.py, tasks/toolkit.py) on a stand-in tree.
+tasks/kinds/stage.py, tasks/toolkit/action.py) on a stand-in tree.
 
 The stand-in is a small git repository with the toolkit's make target names and output paths:
 ``go-tools`` writes the 27 tools of the real stages file into ``toolkit/out/tools`` (each
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fsutil import mounts_under
-from tasks.loader import load_recipes
-from tasks.recipe import RecipeErrors
+from tasks.engine.recipeset import load_recipes
+from tasks.model.recipe import RecipeErrors
+from tasks.store.fsutil import mounts_under
 from tests.conftest import REPO, Project, Result
 
 RECIPES = REPO / "recipes"

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import BuildAction
-from tasks.buildsys import phases
+from tasks.build.action import BuildAction
+from tasks.build.systems import phases
+from tasks.engine.plan import Project as Plan
 from tasks.kinds.checkpoint import MachineIs
-from tasks.loader import Project as Plan
 from tests.conftest import REPO, Project, Result
 
 SEED_KEXEC = (

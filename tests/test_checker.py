@@ -1,4 +1,4 @@
-"""Tests for tasks.checker: content, not clocks; each file hashed at most once per process, and
+"""Tests for tasks.store.checker: content, not clocks; each file hashed at most once per process, and
 at most once after a touch across processes (the persistent digest cache)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from tasks import checker
-from tasks.checker import XXH3Checker
+from tasks.store import checker
+from tasks.store.checker import XXH3Checker
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 3 * (1 << 20) + 12345  # several read buffers
@@ -286,7 +286,7 @@ def test_damaged_cache_costs_only_rehashing(dep: Path, tmp_path: Path) -> None:
 CHILD = textwrap.dedent(
     """\
     import json, os, sys
-    from tasks import checker
+    from tasks.store import checker
     path, state, cache = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     if cache:
         checker.use_cache(cache)

@@ -1,4 +1,4 @@
-"""Tests of tasks.download against a real local HTTP server (tests/httpserver.py)."""
+"""Tests of tasks.sources.download against a real local HTTP server (tests/httpserver.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.download import FetchError, debian_archive_uri, fetch, make_session, sha256_file
+from tasks.sources.download import FetchError, debian_archive_uri, fetch, make_session, sha256_file
 from tests.httpserver import serve
 
 DATA = os.urandom(300_000)

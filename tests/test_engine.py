@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.state import read_record
+from tasks.store.state import read_record
 from tests.conftest import Project, Result
 
 PACKAGES = ["a", "b", "c"]

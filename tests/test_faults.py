@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tasks import unpack as unpack_mod
-from tasks.loader import parse_recipe
-from tasks.recipe import RecipeError
-from tasks.unpack import UnsafeArchive, unpack
+from tasks.build import unpack as unpack_mod
+from tasks.build.unpack import UnsafeArchive, unpack
+from tasks.engine.recipeset import parse_recipe
+from tasks.model.recipe import RecipeError
 from tests.conftest import Project
 from tests.hostile import bombs, tarballs
 from tests.test_engine import ok, pkg, share

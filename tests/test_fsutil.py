@@ -1,4 +1,4 @@
-"""Tests for tasks.fsutil: atomic writes, and deletes that never cross a mount point nor follow
+"""Tests for tasks.store.fsutil: atomic writes, and deletes that never cross a mount point nor follow
 a symlink out of the tree."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import fsutil
-from tasks.fsutil import MountedError, atomic_write, mount_points, mounts_under, safe_rmtree
+from tasks.store import fsutil
+from tasks.store.fsutil import MountedError, atomic_write, mount_points, mounts_under, safe_rmtree
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -137,7 +137,7 @@ def run_unprivileged(tree: Path) -> subprocess.CompletedProcess:
     if not Path(SYSTEM_PYTHON).exists():
         pytest.skip(f"{SYSTEM_PYTHON} is needed to run as nobody (ours is under /root)")
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from tasks.fsutil import safe_rmtree; "
+        "import sys; sys.path.insert(0, sys.argv[1]); from tasks.store.fsutil import safe_rmtree; "
         "safe_rmtree(sys.argv[2])"
     )
     return subprocess.run(

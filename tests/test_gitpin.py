@@ -1,4 +1,4 @@
-"""Git commit pins (tasks/gitpin.py) against real repositories: one made by the test (commits, a
+"""Git commit pins (tasks/sources/gitpin.py) against real repositories: one made by the test (commits, a
 submodule with its own submodule, a pull-request ref on no branch) served by a real
 ``git daemon`` on 127.0.0.1, as bare paths, as a bundle and as snapshot tarballs; and the real
 live-bootstrap and Azure Linux at their pinned commits where a local mirror has them."""
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.gitpin import (
+from tasks.sources.gitpin import (
     GIT_ENV,
     Pin,
     PinError,
@@ -450,7 +450,7 @@ def test_real_azure_linux_commit_and_tree(tmp_path: Path) -> None:
 def test_checkout_differs_names_a_moved_submodule(
     origin: Origin, daemon: str, tmp_path: Path
 ) -> None:
-    from tasks.gitpin import checkout_differs
+    from tasks.sources.gitpin import checkout_differs
 
     record = checkout(origin.pin(f"{daemon}/app.git", origin.first), tmp_path / "app")
     assert checkout_differs(tmp_path / "app", record) is None

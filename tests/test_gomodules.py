@@ -1,4 +1,4 @@
-"""tasks/gomodules.py: Go modules fetched on the host, used read-only and offline in the guest.
+"""tasks/sources/gomodules.py: Go modules fetched on the host, used read-only and offline in the guest.
 
 The test makes a small module world with this machine's Go: an "upstream" module proxy laid
 out as a file:// GOPROXY (standing in for the Go module proxy, with an upper-case module path
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import gomodules
+from tasks.sources import gomodules
 
 
 def find_go() -> str | None:
@@ -166,7 +166,7 @@ def test_the_stage_says_what_is_missing_before_it_starts(world: dict[str, Path])
     absent = tmp / "nowhere" / "go-modules"
     why = gomodules.problem(tools, absent)
     assert why and f"no Go modules at {absent}" in why
-    assert "python3 -m tasks.gomodules" in why  # how to fetch them where the proxy is
+    assert "python3 -m tasks.sources.gomodules" in why  # how to fetch them where the proxy is
     other = tmp / "other-tools"
     shutil.copytree(tools, other)
     with open(other / "go.sum", "a") as f:

@@ -1,4 +1,4 @@
-"""tasks.graph: the order in which ready packages are offered to doit (critical_first), and
+"""tasks.engine.graph: the order in which ready packages are offered to doit (critical_first), and
 ``doit graph``."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tasks.graph import critical_first, topo_order
+from tasks.engine.graph import critical_first, topo_order
 from tests.conftest import Project
 
 

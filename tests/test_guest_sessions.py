@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.loader import Project as Plan
+from tasks.engine.plan import Project as Plan
 from tests.conftest import REPO
 
 needs_root = pytest.mark.skipif(

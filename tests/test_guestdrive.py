@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.guestdrive import Connection, GuestSettings, drive, parse_size, vm_settings
-from tasks.recipe import RecipeError
+from tasks.engine.plan import Project
+from tasks.guest.drive import Connection, GuestSettings, drive, parse_size, vm_settings
+from tasks.kinds.guest import guest_mirror_files
+from tasks.model.recipe import RecipeError
 from tests.conftest import REPO
 from tests.sshd import Sshd, missing
 from tests.test_link import Output, guest_project
@@ -53,7 +55,9 @@ def test_drive_pushes_and_runs_the_same_task_names_in_the_guest(tmp_path: Path) 
     settings = GuestSettings(dest=str(dest), python=sys.executable)
     try:
         out = Output()
-        assert drive(project.root, settings, ["a"], out, connect=stand_in) == 0, out.text
+        files = guest_mirror_files(Project(project.root))  # what the guest step pushes
+        code = drive(project.root, settings, ["a"], out, connect=stand_in, mirror_files=files)
+        assert code == 0, out.text
         assert "azl: pushed project:" in out.text and "azl: pushed mirror:" in out.text
         assert (dest / "cache" / "wheelhouse" / "requirements.txt").exists()
         # the mirror files of the guest's plan only (not e.g. live-bootstrap's distfiles)
@@ -127,7 +131,7 @@ def test_host_doit_runs_a_guest_only_step_in_the_guest_by_its_name(tmp_path: Pat
 
 
 def test_cores_ram_and_kvm_come_from_preflight_unless_vm_sets_them(tmp_path: Path) -> None:
-    from tasks.guestdrive import with_preflight
+    from tasks.guest.drive import with_preflight
 
     cfg = tmp_path / "azl-bootstrap.toml"
     assert with_preflight(tmp_path, vm_settings({}, cfg), {}) == GuestSettings()  # no preflight

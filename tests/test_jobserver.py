@@ -1,4 +1,4 @@
-"""One job budget: the engine's GNU make jobserver (tasks.jobserver) with real make, and a
+"""One job budget: the engine's GNU make jobserver (tasks.build.jobserver) with real make, and a
 real ``doit -n`` run whose fake compiler records how many compile jobs ran at once."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.project import make_jobs_project
-from tasks import jobserver
+from tasks.build import jobserver
 from tests.conftest import Project
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.engine.recipeset import load_recipes, parse_recipe
 from tasks.kinds import KINDS
-from tasks.loader import load_recipes, parse_recipe
-from tasks.recipe import COMMON_KEYS, PACKAGE_KEYS, RecipeErrors
+from tasks.model.recipe import COMMON_KEYS, PACKAGE_KEYS, RecipeErrors
 from tests.conftest import REPO, Project, Result
 
 INTERFACE = {
@@ -49,7 +49,7 @@ def test_each_kind_module_imports_alone_and_never_the_loader(module: str) -> Non
     code = (
         "import importlib, sys\n"
         f"importlib.import_module({module!r})\n"
-        "print(sorted(m for m in sys.modules if m == 'tasks.loader'))\n"
+        "print(sorted(m for m in sys.modules if m == 'tasks.engine.plan'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
@@ -72,7 +72,7 @@ LOAD = """\
 import gc, json, sys
 from pathlib import Path
 from doit.exceptions import InvalidDodoFile
-from tasks.loader import setup
+from tasks.engine.plan import setup
 try:
     config, project = setup(Path("."))
 except InvalidDodoFile:
@@ -103,7 +103,9 @@ def test_a_plan_imports_only_its_kinds_and_the_gc_is_on_once_loaded(project: Pro
     assert got["off while loading"] and got["gc"] and got["tasks"] > 2
     kinds = [m for m in got["modules"] if m.startswith("tasks.kinds.")]
     assert kinds == ["tasks.kinds.base", "tasks.kinds.package"]
-    assert not {"tasks.unpack", "tasks.gitpin", "tasks.toolkit"} & set(got["modules"])
+    assert not {"tasks.build.unpack", "tasks.sources.gitpin", "tasks.toolkit.action"} & set(
+        got["modules"]
+    )
     (project.root / "recipes" / "c.toml").write_text('version = "1"\nkind = "pakage"\n')
     assert load() == {"invalid": True, "gc": True}
 

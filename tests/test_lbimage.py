@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lbimage, lbinputs, lbprogress, qemuwrap
-from tasks.config import Config, Paths
-from tasks.loader import parse_recipe
+from tasks.engine.recipeset import parse_recipe
+from tasks.host import lbimage, lbinputs, lbprogress, qemuwrap
+from tasks.model.config import Config, Paths
 from tests import lbcheckout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,12 +172,12 @@ def test_rootfs_py_really_fetches_them_before_the_image(checkout: Path, tmp_path
     wrapper = tmp_path / "qemu"
     wrapper.write_text("#!/bin/sh\nexit 99\n")
     wrapper.chmod(0o755)
-    # tasks.supervise: the group leader, cut off the network, killed with its stdin's writer
+    # tasks.build.supervise: the group leader, cut off the network, killed with its stdin's writer
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tasks.supervise",
+            "tasks.build.supervise",
             sys.executable,
             "rootfs.py",
             "--arch",

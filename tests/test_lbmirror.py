@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.gitpin import GIT_ENV, make_snapshot
+from tasks.sources.gitpin import GIT_ENV, make_snapshot
 from tests.conftest import Project, Result
 from tests.httpserver import Server, serve
 from tests.test_mirror import targz

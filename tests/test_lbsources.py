@@ -1,4 +1,4 @@
-"""live-bootstrap's distfile list (tasks/lbsources.py) on the real list of the pinned commit
+"""live-bootstrap's distfile list (tasks/sources/lbsources.py) on the real list of the pinned commit
 (tests/data/live-bootstrap-1296c44b.sources, made by tests/data/make_lb_sources.py), read again
 from a real checkout where a local mirror has live-bootstrap, and Debian's byte-identical
 copies fetched from the real archive."""
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.download import fetch, sha256_file
-from tasks.lbsources import (
+from tasks.sources.download import fetch, sha256_file
+from tasks.sources.lbsources import (
     Entry,
     SourcesError,
     distfiles,
@@ -108,7 +108,7 @@ def test_bad_lines_name_file_line_and_field(line: str, message: str) -> None:
 
 
 def test_the_data_is_what_the_real_checkout_says(tmp_path: Path) -> None:
-    from tasks.gitpin import checkout
+    from tasks.sources.gitpin import checkout
     from tests.test_gitpin import LB, real_mirror
 
     mirrors = real_mirror("fosslinux+live-bootstrap")

@@ -267,7 +267,7 @@ def test_kernel_objtool_builds_with_musl_against_this_libelf_and_checks_objects(
 def test_kernel64_stops_early_when_pkg_config_finds_no_libelf(tmp_path: Path) -> None:
     """kernel64's prepare names the missing libelf before any kernel work (objtool would
     otherwise fail minutes later with `-lelf` not found)."""
-    from tasks.loader import parse_recipe
+    from tasks.engine.recipeset import parse_recipe
 
     recipe, errors = parse_recipe(kernel64_proof.REPO / "recipes" / "kernel64.toml")
     assert recipe is not None, errors

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.guestrun import GuestRun
-from tasks.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
+from tasks.guest.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
+from tasks.guest.run import GuestRun
 from tests.conftest import REPO, Project
 from tests.sshd import Sshd, missing
 
@@ -259,7 +259,7 @@ def test_the_kexec_ends_the_guest_session_and_the_link_follows_it(
 
 
 def test_a_refused_key_or_a_changed_host_key_fails_at_once(tmp_path: Path, sshd: Sshd) -> None:
-    from tasks.link import Endpoint, LinkError
+    from tasks.guest.link import Endpoint, LinkError
 
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.guestrun import GuestRun
-from tasks.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
-from tasks.wheelhouse import engine_requirements, install_command, make_wheelhouse
+from tasks.guest.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
+from tasks.guest.run import GuestRun
+from tasks.guest.wheelhouse import engine_requirements, install_command, make_wheelhouse
 from tests.conftest import REPO
 from tests.guest_python import guest_python
 from tests.sshd import Sshd, missing

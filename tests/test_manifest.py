@@ -1,4 +1,4 @@
-"""Tests for tasks.manifest: scanning a stage, the merge into ROOT, deterministic manifests."""
+"""Tests for tasks.build.manifest: scanning a stage, the merge into ROOT, deterministic manifests."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import manifest
-from tasks.manifest import StageError, dumps, merge, scan_stage
+from tasks.build import manifest
+from tasks.build.manifest import StageError, dumps, merge, scan_stage
 
 
 def mode(path: Path) -> int:

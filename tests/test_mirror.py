@@ -8,7 +8,7 @@ neither download nor hash, faults of the network survived (cut bodies resumed, 5
 404 skipped to the next URL, wrong bytes refused), corrupted mirror files replaced, kill -9
 mid-download resumed, configured mirrors tried first, offline runs that stop before any task,
 git snapshots made as live-bootstrap's ``mirror.sh`` makes them, and Debian's archive itself.
-The unit-level behaviour of ``tasks.download.fetch`` is tested in ``test_download.py``.
+The unit-level behaviour of ``tasks.sources.download.fetch`` is tested in ``test_download.py``.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from tests.test_engine import ok, stop, wait_for
 
 INSTALL = 'mkdir -p "$DESTDIR$PREFIX/share" && cp data.txt "$DESTDIR$PREFIX/share/$PKG.txt"'
 
-# `doit` with the bytes hashed by the run printed at exit: sha256 (tasks.download, what a fetch
-# task reads to verify a file) and xxh3 (tasks.checker, what file_dep checks read).
+# `doit` with the bytes hashed by the run printed at exit: sha256 (tasks.sources.download, what a fetch
+# task reads to verify a file) and xxh3 (tasks.store.checker, what file_dep checks read).
 COUNTING = """\
 import atexit, sys
-import tasks.download as download
-from tasks import checker
+import tasks.sources.download as download
+from tasks.store import checker
 read = [0]
 _prefix = download._hash_prefix
 def counting(path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.loader import parse_recipe
+from tasks.engine.recipeset import parse_recipe
 from tests.conftest import REPO
 
 RECIPE = REPO / "recipes" / "musl-cross-make.toml"
@@ -82,7 +82,7 @@ def test_config_versions_have_pinned_sources_and_its_sha1s(mcm: Path) -> None:
 def test_debian_copies_are_byte_identical_to_upstream(mcm: Path, archive: str, tmp_path: Path):
     """Fetched from Debian's archive, each file with a `debian` path has the recipe's sha256
     and musl-cross-make's sha1: two independent sources, one file."""
-    from tasks.download import fetch
+    from tasks.sources.download import fetch
 
     v = version()
     ref = next(s.ref for s in v.sources if s.git)

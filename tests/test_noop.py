@@ -1,4 +1,4 @@
-"""The no-op fast path (tasks/noop.py) through ``doit`` as users type it: a no-op after a
+"""The no-op fast path (tasks/engine/noop.py) through ``doit`` as users type it: a no-op after a
 real one is replayed from ``cache/state/noop.stamp`` without loading ``dodo.py``, with the
 same output; every change that can matter makes the next run do the real check.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import noop
-from tasks.config import Paths
+from tasks.engine import noop
+from tasks.model.config import Paths
 from tests.conftest import Project, Result
 from tests.test_engine import FLAG_LINE, chain, edit, ok, patched_chain, pkg
 

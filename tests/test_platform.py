@@ -1,4 +1,4 @@
-"""Tests for tasks.platform: sandbox and guest detection, config overrides, the build
+"""Tests for tasks.model.platform: sandbox and guest detection, config overrides, the build
 environment and the platform signature."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Config
-from tasks.platform import Platform, _guest_env, compiler_target, default_jobs, detect
+from tasks.model.config import Config
+from tasks.model.platform import Platform, _guest_env, compiler_target, default_jobs, detect
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +203,7 @@ def test_default_jobs_is_positive() -> None:
 def test_jobs_are_capped_by_available_memory(tmp_path: Path, monkeypatch) -> None:
     """2 GiB of MemAvailable per job: a machine with 3 GiB free gets one job, whatever its
     cores; unreadable meminfo leaves the cores."""
-    from tasks import platform
+    from tasks.model import platform
 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 16000000 kB\nMemAvailable: 3145728 kB\n")

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks import kvmprobe, preflight
-from tasks.config import load_config
-from tasks.recipe import RecipeError
+from tasks.host import kvmprobe, preflight
+from tasks.model.config import load_config
+from tasks.model.recipe import RecipeError
 
 REPO = Path(__file__).resolve().parent.parent
 QEMU = shutil.which("qemu-system-x86_64")
@@ -34,7 +34,7 @@ def tools() -> dict:
 
 def test_this_machine_real_figures_and_kvm(project: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "tasks.preflight", str(project)],
+        [sys.executable, "-m", "tasks.host.preflight", str(project)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -254,7 +254,7 @@ def test_doit_preflight_prints_the_report_and_fails_when_the_run_cannot_succeed(
 
 
 def test_bad_tools_table_names_file_and_field(tmp_path: Path) -> None:
-    from tasks.loader import parse_recipe
+    from tasks.engine.recipeset import parse_recipe
 
     path = tmp_path / "preflight.toml"
     path.write_text(

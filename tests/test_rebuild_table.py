@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tasks import recipe as recipe_mod
+from tasks.model import recipe as recipe_mod
 from tests.conftest import Project
 from tests.test_engine import ok
 

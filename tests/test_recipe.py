@@ -1,4 +1,4 @@
-"""Tests for tasks.recipe and tasks.config: every validation error names the file and the field,
+"""Tests for tasks.model.recipe and tasks.model.config: every validation error names the file and the field,
 all errors are reported at once, and through the real ``doit`` a bad recipe changes nothing."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Config, load_config
-from tasks.loader import load_recipes, parse_recipe
-from tasks.recipe import (
+from tasks.engine.recipeset import load_recipes, parse_recipe
+from tasks.model.config import Config, load_config
+from tasks.model.recipe import (
     VARIABLES,
     RecipeError,
     RecipeErrors,
@@ -540,7 +540,7 @@ def project_dir(tmp_path: Path, config: str) -> Path:
 
 
 def project_errors(proj: Path) -> list[RecipeError]:
-    from tasks.loader import Project
+    from tasks.engine.plan import Project
 
     with pytest.raises(RecipeErrors) as ei:
         Project(proj)
@@ -555,7 +555,7 @@ def test_config_versions_naming_an_unknown_package(tmp_path: Path) -> None:
 
 
 def test_config_versions_picks_a_version(tmp_path: Path) -> None:
-    from tasks.loader import Project
+    from tasks.engine.plan import Project
 
     proj = project_dir(tmp_path, '[versions]\ngrep = "3.8"\n')
     assert Project(proj).builds["grep"].version.version == "3.8"
@@ -574,7 +574,7 @@ def test_config_versions_naming_an_unknown_version_names_the_config(tmp_path: Pa
 
 
 def test_config_and_recipe_errors_are_reported_together(tmp_path: Path) -> None:
-    from tasks.loader import Project
+    from tasks.engine.plan import Project
 
     proj = project_dir(tmp_path, "bogus = 1\n")
     write(proj / "recipes", "b", 'build_system = "scons"\n')

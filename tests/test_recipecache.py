@@ -1,4 +1,4 @@
-"""tasks.recipecache: recipes parsed once per change, never a changed recipe unvalidated."""
+"""tasks.store.recipecache: recipes parsed once per change, never a changed recipe unvalidated."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import recipecache
-from tasks.loader import load_recipes
-from tasks.recipe import RecipeErrors
+from tasks.engine.recipeset import load_recipes
+from tasks.model.recipe import RecipeErrors
+from tasks.store import recipecache
 from tests.conftest import Project
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Config
-from tasks.loader import Project, load_recipes
-from tasks.platform import MACHINES
-from tasks.recipe import PLATFORMS, step_rank
+from tasks.engine.plan import Project
+from tasks.engine.recipeset import load_recipes
+from tasks.model.config import Config
+from tasks.model.platform import MACHINES
+from tasks.model.recipe import PLATFORMS, step_rank
 from tests.conftest import REPO
 
 RECIPES = load_recipes(REPO / "recipes")

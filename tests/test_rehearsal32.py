@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import rehearsal32
 from tests.conftest import REPO
+from tests.rehearsal32 import root as rehearsal32
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,7 +52,7 @@ def mounts_in(root: Path) -> list[str]:
 
 
 def test_go_builds_the_toolkit_statfs_line_only_for_amd64(root: Path) -> None:
-    from tasks.rehearsal32_go import go_check
+    from tests.rehearsal32.go import go_check
 
     r = go_check(REPO, root)
     print(r.summary())
@@ -66,7 +66,7 @@ def test_go_builds_the_toolkit_statfs_line_only_for_amd64(root: Path) -> None:
 
 def test_recipes_build_for_i686_inside(root: Path) -> None:
     """A small dependency chain of the guest plan built by the project's doit inside."""
-    from tasks.rehearsal32_packages import PROJECT_INSIDE, build_packages
+    from tests.rehearsal32.packages import PROJECT_INSIDE, build_packages
 
     r = build_packages(REPO, root, ["pcre2", "grep", "zstd"], clean=("zstd",))
     print(r.summary())
@@ -81,7 +81,7 @@ def test_recipes_build_for_i686_inside(root: Path) -> None:
 def test_sudo_shim_and_stage_env_as_the_toolkit_calls_them_inside(root: Path) -> None:
     """Part (c): the shim's and the stage environment's tests, run by the root's i386 Python
     with the root's bash, dash, useradd and coreutils."""
-    from tasks.rehearsal32_toolkit import toolkit_check
+    from tests.rehearsal32.toolkit import toolkit_check
 
     r = toolkit_check(REPO, root)
     print(r.summary())

@@ -1,4 +1,4 @@
-"""A kept rehearsal root (tasks/rehearsal32.py) gets what ``PACKAGES`` gained since it was
+"""A kept rehearsal root (tests/rehearsal32/root.py) gets what ``PACKAGES`` gained since it was
 made, without a fresh debootstrap; the real root is tests/test_rehearsal32.py's (slow)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import rehearsal32
+from tests.rehearsal32 import root as rehearsal32
 
 
 def test_a_kept_root_gets_the_packages_added_since(

@@ -7,7 +7,7 @@ import ast
 import importlib.metadata
 import sys
 
-from tasks.wheelhouse import engine_requirements, requirement_name
+from tasks.guest.wheelhouse import engine_requirements, requirement_name
 from tests.conftest import REPO
 
 
@@ -32,7 +32,7 @@ def imported_top_modules() -> dict[str, str]:
 
 def test_every_third_party_import_of_the_engine_is_declared() -> None:
     """A module that only comes with another dependency (urllib3 with requests) may come at a
-    version the engine cannot use: tasks/download.py broke on urllib3 1.26 in the 32-bit
+    version the engine cannot use: tasks/sources/download.py broke on urllib3 1.26 in the 32-bit
     rehearsal, with requests >= 2.28 declared and urllib3 not."""
     declared = {requirement_name(r) for r in engine_requirements(REPO / "pyproject.toml")}
     dists = importlib.metadata.packages_distributions()
@@ -52,4 +52,4 @@ def test_urllib3_is_declared_at_a_version_with_read1() -> None:
     assert ">=2" in req.replace(" ", ""), req
     import urllib3
 
-    assert hasattr(urllib3.HTTPResponse, "read1")  # what tasks/download.py's _stream calls
+    assert hasattr(urllib3.HTTPResponse, "read1")  # what tasks/sources/download.py's _stream calls

@@ -4,7 +4,7 @@ package with the longest remaining chain first (doit offers ready tasks in the o
 
 from __future__ import annotations
 
-from tasks.state import recorded_seconds
+from tasks.store.state import recorded_seconds
 from tests.conftest import Project
 
 

@@ -1,5 +1,5 @@
 """What a toolkit stage's make sees (tasks/kinds/stage.py): the seed's login environment plus
-what the stage needs, and Go modules from the mirror's module cache (tasks/gomodules.py).
+what the stage needs, and Go modules from the mirror's module cache (tasks/sources/gomodules.py).
 
 The stand-in toolkit of tests/test_azurelinux.py dumps its environment from ``make go-tools``
 and from the raw toolchain's recipe (where the real one runs bypass_container.sh and the LFS
@@ -14,7 +14,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tasks import gomodules
+from tasks.sources import gomodules
 from tests.conftest import PACKAGE_VARS, Project
 from tests.test_azurelinux import Azl, make_azl, ok
 
@@ -100,7 +100,7 @@ def test_offline_without_the_modules_the_stage_stops_before_make(
     (tools_dir := azl.tree / "toolkit" / "tools").joinpath("go.sum").write_text(
         "x v1/go.mod h1:x=\n"
     )
-    # offline, the tree's commit must be in a local mirror (tasks/gitpin.py): a bare clone
+    # offline, the tree's commit must be in a local mirror (tasks/sources/gitpin.py): a bare clone
     upstream = tmp_path / "upstream" / "azurelinux"
     bare = azl.project.root / "mirror" / "azurelinux.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(upstream), str(bare)], check=True)
@@ -111,7 +111,7 @@ def test_offline_without_the_modules_the_stage_stops_before_make(
     cache = azl.project.root / "mirror" / gomodules.DEFAULT_DIR
     assert "the Go modules are not here and the run is offline" in r.out
     assert f"no Go modules at {cache.absolute()}" in r.out
-    assert "python3 -m tasks.gomodules" in r.out  # how to fetch them
+    assert "python3 -m tasks.sources.gomodules" in r.out  # how to fetch them
     assert not (azl.control / "go-tools.env").exists()  # make never ran
     assert "make: make go-tools" not in azl.log("go-tools", 1).read_text()
     # a cache made for another go.sum is refused the same way
@@ -124,8 +124,8 @@ def test_offline_without_the_modules_the_stage_stops_before_make(
 def test_keep_outside_fresh_and_clean_is_an_error(tmp_path: Path) -> None:
     import shutil
 
-    from tasks.loader import load_recipes
-    from tasks.recipe import RecipeErrors
+    from tasks.engine.recipeset import load_recipes
+    from tasks.model.recipe import RecipeErrors
     from tests.conftest import REPO
 
     rdir = tmp_path / "recipes"

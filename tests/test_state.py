@@ -1,4 +1,4 @@
-"""Tests for tasks.state: one journal, a task's record committed when doit stores ``deps:``
+"""Tests for tasks.store.state: one journal, a task's record committed when doit stores ``deps:``
 (one append + fdatasync), read in one go, under the project lock; torn tails ignored,
 damage reported, compaction, and the per-task files of older versions folded in."""
 
@@ -18,9 +18,9 @@ import pytest
 from doit.dependency import Dependency, JSONCodec
 from doit.task import Task
 
-from tasks import checker, lock, state
-from tasks.checker import XXH3Checker
-from tasks.state import TaskStateDB, read_record
+from tasks.store import checker, lock, state
+from tasks.store.checker import XXH3Checker
+from tasks.store.state import TaskStateDB, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -271,7 +271,9 @@ HOLDER = textwrap.dedent(
     """\
     import sys, time
     from pathlib import Path
-    from tasks import checker, lock, state
+    from tasks.store import checker
+    from tasks.store import lock
+    from tasks.store import state
     lock.acquire(Path(sys.argv[1]))
     print("locked", flush=True)
     time.sleep(120)

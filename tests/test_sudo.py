@@ -376,7 +376,7 @@ def test_util_linux_configures_without_pam_headers(tmp_path: Path, archive: str)
     """The recipe's flags configure util-linux on a machine without PAM headers (the guest):
     configure is run with /usr/include/security hidden, sees no pam_appl.h and succeeds,
     building no runuser, su, login or setpriv, but losetup, libuuid and libblkid."""
-    from tasks.loader import parse_recipe
+    from tasks.engine.recipeset import parse_recipe
 
     recipe, errors = parse_recipe(REPO / "recipes" / "util-linux.toml")
     assert recipe is not None, errors

@@ -1,4 +1,4 @@
-"""Tests for tasks.unpack: formats, stripping, metadata and every rejection case."""
+"""Tests for tasks.build.unpack: formats, stripping, metadata and every rejection case."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.unpack import UnpackError, UnsafeArchive, unpack
+from tasks.build.unpack import UnpackError, UnsafeArchive, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_000_000_000  # a fixed, old mtime
@@ -127,7 +127,7 @@ def unpack_without(module: str, archive: Path, dest: Path) -> subprocess.Complet
         "import sys\n"
         f"sys.modules[{module!r}] = None\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from tasks.unpack import unpack\n"
+        "from tasks.build.unpack import unpack\n"
         f"try:\n    import {module}\nexcept ImportError:\n    pass\n"
         "else:\n    raise SystemExit('module not hidden')\n"
         "print('\\n'.join(unpack(sys.argv[1], sys.argv[2])))\n"

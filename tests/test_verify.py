@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tasks.verify import only_verify
+from tasks.build.verify import only_verify
 from tests.conftest import Project, real_project
 from tests.test_engine import ok, pkg
 from tests.test_faults import snapshot

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.link import Endpoint, LinkError
-from tasks.vm import VM, VMError, VMSpec, group_alive, tail
+from tasks.guest.link import Endpoint, LinkError
+from tasks.guest.vm import VM, VMError, VMSpec, group_alive, tail
 from tests.conftest import REPO
 from tests.vmimage import make_guest, missing_tools
 
@@ -103,7 +103,7 @@ def test_no_qemu_outlives_a_killed_doit(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from tasks.vm import VM, VMSpec
+        from tasks.guest.vm import VM, VMSpec
         vm = VM(VMSpec(image=Path({str(spec.image)!r}), logs=Path({str(spec.logs)!r}),
                        state=Path({str(spec.state)!r}), client_key=Path("k"),
                        host_key_pub=Path("k.pub"), kernel=Path({str(spec.kernel)!r}),
@@ -137,7 +137,7 @@ def test_no_qemu_outlives_a_killed_doit(tmp_path: Path) -> None:
 
 
 def test_doit_vm_holds_the_guest_until_interrupted(tmp_path: Path) -> None:
-    """``python -m tasks.guestdrive --vm`` (what ``doit vm`` runs): boots the guest from the
+    """``python -m tasks.guest.drive --vm`` (what ``doit vm`` runs): boots the guest from the
     project's ``[vm]`` config, prints a working ssh command, powers off on Ctrl-C."""
     guest = make_guest(tmp_path / "proj" / "guest")
     (tmp_path / "proj" / "azl-bootstrap.toml").write_text(
@@ -148,7 +148,7 @@ def test_doit_vm_holds_the_guest_until_interrupted(tmp_path: Path) -> None:
         'size = "1G"\ncores = 1\nmemory_mb = 512\nboot_timeout = 180\n'
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.guestdrive", "--vm"],
+        [sys.executable, "-m", "tasks.guest.drive", "--vm"],
         cwd=tmp_path / "proj",
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,

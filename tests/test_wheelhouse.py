@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.wheelhouse import SDISTS, engine_requirements, install_command, make_wheelhouse
+from tasks.guest.wheelhouse import SDISTS, engine_requirements, install_command, make_wheelhouse
 from tests.conftest import REPO, Project
 from tests.guest_python import guest_python
 

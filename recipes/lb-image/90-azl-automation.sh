@@ -5,7 +5,7 @@
 # tarball + sha256, the host's public key) into live-bootstrap's steps/after/ before
 # rootfs.py runs; live-bootstrap's improve/after.sh runs it with bash as the last step, then
 # powers off.
-# Its markers on the serial console are read by the host (tasks/lbprogress.py): a failure
+# Its markers on the serial console are read by the host (tasks/host/lbprogress.py): a failure
 # prints "AZL-AFTER: FAILED ..." and still lets the machine power off, so the host reports
 # it instead of waiting on a hung guest.
 

@@ -22,14 +22,14 @@ set uses (importing ``tasks.kinds`` itself imports none). A kind
 module must provide exactly these (see ``package.py`` for the simplest):
 
 ``KEYS: frozenset[str]``
-    The top-level keys it allows beyond ``tasks.recipe.COMMON_KEYS`` (name, kind,
+    The top-level keys it allows beyond ``tasks.model.recipe.COMMON_KEYS`` (name, kind,
     description, step, depends, platforms). Any other key is an error with a did-you-mean.
 
 ``parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, Any]``
     Validate its keys of the TOML table ``data`` (recipe file ``path``, recipe ``name``),
     reporting every problem with ``c.err(field, message)`` and the typed getters of
-    ``tasks.recipe.Checker`` (they name file and field), and return the ``Recipe`` fields it
-    sets: ``version`` and ``versions`` at least (``tasks.recipe.package_fields`` parses the
+    ``tasks.model.recipe.Checker`` (they name file and field), and return the ``Recipe`` fields it
+    sets: ``version`` and ``versions`` at least (``tasks.model.recipe.package_fields`` parses the
     package keys; a kind without sources returns one empty version), and its own validated
     data as ``spec``. Never raise for bad input, never touch the disk beyond reading.
 
@@ -53,7 +53,7 @@ module must provide exactly these (see ``package.py`` for the simplest):
 ``STAT_DETERMINED: bool``
     Whether its tasks decide up-to-dateness from their files alone (file_dep, targets,
     records in the journal, the recipes): then a no-op may be replayed from a stamp of their
-    stat keys (``tasks/noop.py``). False (the default when absent) for a check that runs a
+    stat keys (``tasks/engine/noop.py``). False (the default when absent) for a check that runs a
     command, reads the running machine or globs a tree; a run visiting such a task writes
     no stamp.
 
@@ -61,7 +61,7 @@ Optional: ``sources(plan: Plan, build: Build) -> tuple[Source, ...]``
     The build's mirror files when the recipe cannot list them (live-bootstrap's distfiles,
     read from its pinned commit); default ``build.version.sources``.
 
-A kind module imports ``tasks.kinds.base``, ``tasks.recipe`` and engine helpers, never the
+A kind module imports ``tasks.kinds.base``, ``tasks.model.recipe`` and engine helpers, never the
 loader (``tests/test_kinds.py`` imports each one alone in a fresh interpreter).
 """
 

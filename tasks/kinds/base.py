@@ -8,18 +8,16 @@ from typing import Any, Protocol
 
 from doit.task import Task
 
-from tasks import uptodate
-from tasks.config import Config, Paths
-from tasks.mirror import MirrorSettings
-from tasks.platform import Platform
-from tasks.recipe import Build, Recipe
-
-# Bump when the meaning of a build changes (templates, environment): every package reruns.
-ENGINE_VERSION = 1
+from tasks.build import ENGINE_VERSION  # noqa: F401 - the kinds' records name it
+from tasks.model.config import Config, Paths
+from tasks.model.platform import Platform
+from tasks.model.recipe import Build, Recipe
+from tasks.sources.mirror import MirrorSettings
+from tasks.store import uptodate
 
 
 class Plan(Protocol):
-    """The resolved recipe set a kind makes its tasks from (``tasks.loader.Project``)."""
+    """The resolved recipe set a kind makes its tasks from (``tasks.engine.plan.Project``)."""
 
     paths: Paths
     config: Config
@@ -29,6 +27,7 @@ class Plan(Protocol):
     recipes: dict[str, Recipe]
     builds: dict[str, Build]  # every step of this machine's plan, by task name
     order: list[str]  # the builds in dependency order
+    sources: dict[str, Any]  # mirror file -> (source, first step needing it)
 
     def outputs(self, name: str) -> list[str]:
         """The files a dependent of the build ``name`` has as file_dep ([]: order only)."""
@@ -36,6 +35,10 @@ class Plan(Protocol):
 
     def build_of(self, recipe: str) -> Build | None:
         """The build a recipe name stands for in this plan (a chain's last link), if any."""
+        ...
+
+    def for_platform(self, name: str) -> Plan:
+        """The same recipe set planned for another platform (the guest's plan, on the host)."""
         ...
 
 

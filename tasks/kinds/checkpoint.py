@@ -17,11 +17,11 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks import uptodate
-from tasks.build import BuildAction
-from tasks.config import Config
+from tasks.build.action import BuildAction
 from tasks.kinds.base import Plan, make_task, on_listed_platform
-from tasks.recipe import PACKAGE_KEYS, Build, Checker, Recipe, package_fields
+from tasks.model.config import Config
+from tasks.model.recipe import PACKAGE_KEYS, Build, Checker, Recipe, package_fields
+from tasks.store import uptodate
 
 # a script step: its versions (if any), script phases, files and environment
 SCRIPT_KEYS = PACKAGE_KEYS - {
@@ -29,7 +29,7 @@ SCRIPT_KEYS = PACKAGE_KEYS - {
     "chain",
 }  # fmt: skip
 KEYS = SCRIPT_KEYS | {"running_machine"}
-# whether a no-op may trust the stat of its files (tasks/noop.py): the running kernel decides (uname), not a file
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): the running kernel decides (uname), not a file
 STAT_DETERMINED = False
 
 

@@ -2,8 +2,8 @@
 where ``rootfs.py`` reads them (procedure H3, in place of ``mirror.sh``).
 
 ``checkout`` names the recipe (kind ``git``) of the live-bootstrap checkout; the list is
-live-bootstrap's own ``steps/*/sources`` at that recipe's commit (``tasks.lbsources``), read
-from any git directory that has the commit (``tasks.lbmirror``). Each distfile is a source of
+live-bootstrap's own ``steps/*/sources`` at that recipe's commit (``tasks.sources.lbsources``), read
+from any git directory that has the commit (``tasks.sources.lbmirror``). Each distfile is a source of
 this step, so the loader makes its ``mirror:<file>`` task like any other (one mirror, one
 summary, one ``mirror/SHA256SUMS``, resume, fallbacks, the offline report); ``debian`` names
 the Debian pool path of those whose Debian ``.orig`` is byte-identical (regenerate with
@@ -24,18 +24,18 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from tasks import lock
-from tasks.config import Config, Paths
-from tasks.gitpin import local_sources
 from tasks.kinds import git as gitkind
 from tasks.kinds.base import Plan, make_task, on_listed_platform
-from tasks.lbmirror import distfile_list, layout
-from tasks.lbsources import SourcesError, distfiles, read_checkout
-from tasks.mirror import MirrorSettings, fetch_source, write_sums
-from tasks.recipe import Build, Checker, Recipe, RecipeError, Source, Version
+from tasks.model.config import Config, Paths
+from tasks.model.recipe import Build, Checker, Recipe, RecipeError, Source, Version
+from tasks.sources.gitpin import local_sources
+from tasks.sources.lbmirror import distfile_list, layout
+from tasks.sources.lbsources import SourcesError, distfiles, read_checkout
+from tasks.sources.mirror import MirrorSettings, fetch_source, write_sums
+from tasks.store import lock
 
 KEYS = frozenset({"checkout", "debian", "layout"})
-# whether a no-op may trust the stat of its files (tasks/noop.py): the checkout's record and the links it lays out
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): the checkout's record and the links it lays out
 STAT_DETERMINED = True
 
 

@@ -3,7 +3,7 @@
 A commit id is a content pin: no tarball sha256 is needed. The recipe names ``url``,
 ``commit``, the commit's ``tree`` id, optionally the ``ref`` that reaches it (fetched, never
 checked out: a moved branch changes nothing), the ``submodules`` the commit records
-(``path = "commit"``, checked) and the submodule paths to ``skip``. ``tasks.gitpin`` makes the
+(``path = "commit"``, checked) and the submodule paths to ``skip``. ``tasks.sources.gitpin`` makes the
 checkout in ``dir`` (default ``cache/<name>``) from, in order: a bare repository, bundle or
 snapshot tarball in a local mirror (``mirror/``, the config's local ``mirrors``, the
 directories of ``AZL_GIT_MIRRORS``: ``<owner>+<name>/repo``, ``<name>.git``, ``<name>.bundle``,
@@ -28,16 +28,16 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from tasks import lock, uptodate
-from tasks.config import Config, Paths
-from tasks.fsutil import safe_rmtree
-from tasks.gitpin import Pin, PinError, checkout, checkout_differs, write_record
 from tasks.kinds.base import Plan, make_task, on_listed_platform
-from tasks.recipe import Build, Checker, Recipe, Version
+from tasks.model.config import Config, Paths
+from tasks.model.recipe import Build, Checker, Recipe, Version
+from tasks.sources.gitpin import Pin, PinError, checkout, checkout_differs, write_record
+from tasks.store import lock, uptodate
+from tasks.store.fsutil import safe_rmtree
 
 PIN_KEYS = frozenset({"url", "commit", "tree", "ref", "submodules", "skip"})
 KEYS = PIN_KEYS | {"dir"}
-# whether a no-op may trust the stat of its files (tasks/noop.py): the repositories' HEADs decide, read through git
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): the repositories' HEADs decide, read through git
 STAT_DETERMINED = False
 _OID = re.compile(r"^[0-9a-f]{40}$")
 

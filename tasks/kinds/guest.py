@@ -1,4 +1,4 @@
-"""kind = "guest": the host step that runs the guest plan inside the VM (``tasks.guestdrive``).
+"""kind = "guest": the host step that runs the guest plan inside the VM (``tasks.guest.drive``).
 
 One recipe of this kind (``recipes/guest.toml``, ``platforms = ["host"]``) makes, on the host:
 
@@ -14,7 +14,7 @@ One recipe of this kind (``recipes/guest.toml``, ``platforms = ["host"]``) makes
 The doit options given on the host that mean the same in the guest (``-n``, ``-P``, ``-v``,
 ``-c``) are passed on. None of these is ever up to date: the guest's own state decides what is
 left to do there. The guest's output is shown live and kept in ``cache/logs/guest.log``.
-Settings: ``[vm]`` of ``azl-bootstrap.toml`` (``tasks.guestdrive.GuestSettings``); cores, RAM
+Settings: ``[vm]`` of ``azl-bootstrap.toml`` (``tasks.guest.drive.GuestSettings``); cores, RAM
 and KVM default to what ``doit preflight`` chose; the image and keys are ``doit lb-image``'s.
 """
 
@@ -27,12 +27,12 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from tasks.config import CONFIG_NAME, Config
 from tasks.kinds.base import Plan, make_task, on_listed_platform
-from tasks.recipe import Build, Checker, Recipe, Version
+from tasks.model.config import CONFIG_NAME, Config
+from tasks.model.recipe import Build, Checker, Recipe, Version
 
 KEYS: frozenset[str] = frozenset()
-# whether a no-op may trust the stat of its files (tasks/noop.py): always runs (the VM's state decides)
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): always runs (the VM's state decides)
 STAT_DETERMINED = False
 HOLD = "vm"
 # doit run options passed on to the guest's doit, and whether each takes a value
@@ -81,13 +81,22 @@ def guest_only(plan: Plan) -> list[str]:
     )
 
 
-def _run(project: Path, names: list[str]) -> TaskFailed | None:
-    project = project.resolve()
-    from tasks.config import load_config
-    from tasks.guestdrive import drive, vm_settings, with_preflight
-    from tasks.link import LinkError
-    from tasks.vm import VMError
-    from tasks.wheelhouse import WheelhouseError
+def guest_mirror_files(plan: Plan) -> set[str] | None:
+    """The mirror files the guest's plan needs (not the host's: live-bootstrap's distfiles
+    are in its image already); None if the guest plan cannot be read here."""
+    try:
+        return set(plan.for_platform("guest").sources) | {"SHA256SUMS"}
+    except Exception:  # noqa: BLE001 - the guest's own doit will say what is wrong
+        return None
+
+
+def _run(plan: Plan, names: list[str]) -> TaskFailed | None:
+    project = plan.paths.project.resolve()
+    from tasks.guest.drive import drive, vm_settings, with_preflight
+    from tasks.guest.link import LinkError
+    from tasks.guest.vm import VMError
+    from tasks.guest.wheelhouse import WheelhouseError
+    from tasks.model.config import load_config
 
     table = load_config(project).vm
     settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
@@ -103,7 +112,7 @@ def _run(project: Path, names: list[str]) -> TaskFailed | None:
 
         out(f"azl: guest doit {' '.join(args) or '(all)'}")
         try:
-            code = drive(project, settings, args, out)
+            code = drive(project, settings, args, out, mirror_files=guest_mirror_files(plan))
         except (LinkError, VMError, WheelhouseError, RuntimeError) as e:
             return TaskFailed(str(e))
     if code:
@@ -113,9 +122,9 @@ def _run(project: Path, names: list[str]) -> TaskFailed | None:
 
 def _hold(project: Path) -> TaskFailed | None:
     project = project.resolve()
-    from tasks.config import load_config
-    from tasks.guestdrive import hold, vm_settings, with_preflight
-    from tasks.vm import VMError
+    from tasks.guest.drive import hold, vm_settings, with_preflight
+    from tasks.guest.vm import VMError
+    from tasks.model.config import load_config
 
     table = load_config(project).vm
     settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
@@ -127,7 +136,7 @@ def _hold(project: Path) -> TaskFailed | None:
 
 
 def tasks(plan: Plan, build: Build) -> list[Task]:
-    from tasks.guestdrive import vm_settings
+    from tasks.guest.drive import vm_settings
 
     project = plan.paths.project
     vm_settings(plan.config.vm, project / CONFIG_NAME)  # a mistake stops doit before any task
@@ -135,7 +144,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
     made = [
         make_task(
             name=build.name,
-            actions=[(_run, [project, []])],
+            actions=[(_run, [plan, []])],
             uptodate=always,
             task_dep=list(build.depends),
             doc="run the whole guest plan in the VM (boot, push, doit, power off)",
@@ -153,7 +162,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
         made.append(
             make_task(
                 name=name,
-                actions=[(_run, [project, [name]])],
+                actions=[(_run, [plan, [name]])],
                 uptodate=always,
                 task_dep=list(build.depends),
                 doc=f"in the guest VM: {recipe.description}".strip(),

@@ -1,11 +1,11 @@
 """kind = "lbimage": live-bootstrap's ``rootfs.py --qemu`` run to a finished image
-(``tasks.lbimage`` runs it, ``tasks.lbinputs`` says what goes in).
+(``tasks.host.lbimage`` runs it, ``tasks.host.lbinputs`` says what goes in).
 
 Keys: ``commit`` (live-bootstrap, pinned), ``checkout`` (where that checkout is, relative to
 the project; default ``cache/live-bootstrap``), ``arch``, ``update_checksums``, ``after_step`` (a
 file in ``recipes/<name>/``) and ``dropbear`` (a version of ``recipes/dropbear.toml``). Its
 targets are the image and the record of what built it; it is redone only when the image's
-inputs change (``tasks.lbimage.InputsUnchanged``). Dependents get the record as file_dep
+inputs change (``tasks.host.lbimage.InputsUnchanged``). Dependents get the record as file_dep
 (never the image: hashing a sparse 100 GB file is not a dependency check).
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks import lbimage
-from tasks.config import Config
+from tasks.host import lbimage
+from tasks.host.lbinputs import Layout, parse_spec
 from tasks.kinds.base import Plan, make_task, on_listed_platform
-from tasks.lbinputs import Layout, parse_spec
-from tasks.recipe import Build, Checker, Recipe, Version
+from tasks.model.config import Config
+from tasks.model.recipe import Build, Checker, Recipe, Version
 
 KEYS = frozenset({"commit", "arch", "update_checksums", "after_step", "dropbear", "checkout"})
-# whether a no-op may trust the stat of its files (tasks/noop.py): its inputs are hashed from a checkout
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): its inputs are hashed from a checkout
 STAT_DETERMINED = False
 
 

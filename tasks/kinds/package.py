@@ -16,8 +16,7 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks.build import BuildAction, clean_package
-from tasks.config import Config
+from tasks.build.action import BuildAction, clean_package
 from tasks.kinds.base import (
     ENGINE_VERSION,
     Plan,
@@ -28,10 +27,11 @@ from tasks.kinds.base import (
     on_listed_platform,
     unconfirmed_meta,
 )
-from tasks.recipe import PACKAGE_KEYS, Build, Checker, Recipe, package_fields
+from tasks.model.config import Config
+from tasks.model.recipe import PACKAGE_KEYS, Build, Checker, Recipe, package_fields
 
 KEYS = PACKAGE_KEYS
-# whether a no-op may trust the stat of its files (tasks/noop.py): file_dep, targets and the recipe signature in the journal
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): file_dep, targets and the recipe signature in the journal
 STAT_DETERMINED = True
 
 

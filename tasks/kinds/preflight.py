@@ -1,4 +1,4 @@
-"""kind = "preflight": what this machine has against what the run needs (``tasks.preflight``).
+"""kind = "preflight": what this machine has against what the run needs (``tasks.host.preflight``).
 
 ``[tools.<command>]`` tables list the host tools (``why``, ``required``, the package on
 ``debian``, ``fedora`` and ``arch``; ``module`` for a Python module). The task always runs
@@ -20,16 +20,15 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from tasks import preflight
-from tasks.config import Config, Paths
+from tasks.host import preflight
+from tasks.host.lbinputs import Layout
 from tasks.kinds.base import Plan, make_task, on_listed_platform
-from tasks.lbinputs import Layout
-from tasks.recipe import Build, Checker, Recipe, Version
+from tasks.model.config import Config, Paths
+from tasks.model.recipe import Build, Checker, Recipe, Version
 
 KEYS = frozenset({"tools"})
-# whether a no-op may trust the stat of its files (tasks/noop.py): always runs (the machine may have changed)
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): always runs (the machine may have changed)
 STAT_DETERMINED = False
-_TOOL_KEYS = {"why", "required", "module", *preflight.DISTROS}
 
 
 @dataclass(frozen=True)
@@ -38,21 +37,7 @@ class Preflight:
 
 
 def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
-    tools = c.typed(data, "tools", dict, "", {})
-    if not tools:
-        c.err("tools", "missing: the host tools to look for")
-    for tool, t in tools.items():
-        where = f"tools.{tool}."
-        if not isinstance(t, dict):
-            c.err(where.rstrip("."), "expected a table")
-            continue
-        c.keys(t, _TOOL_KEYS, where)
-        for key in ("why", *preflight.DISTROS):
-            if not c.typed(t, key, str, where, ""):
-                c.err(where + key, "missing")
-        if "required" not in t:
-            c.err(where + "required", "missing: true if the run cannot go on without it")
-        c.typed(t, "required", bool, where, False)
+    tools = preflight.check_tools(c, data)
     return {"version": "0", "versions": {"0": Version("0", ())}, "spec": Preflight(tools)}
 
 

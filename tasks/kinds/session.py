@@ -17,15 +17,15 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks import uptodate
-from tasks.build import BuildAction, StepFailed
-from tasks.config import Config
+from tasks.build.action import BuildAction, StepFailed
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.kinds.checkpoint import SCRIPT_KEYS, script_fields
-from tasks.recipe import Build, Checker, Recipe
+from tasks.model.config import Config
+from tasks.model.recipe import Build, Checker, Recipe
+from tasks.store import uptodate
 
 KEYS = SCRIPT_KEYS | {"check"}
-# whether a no-op may trust the stat of its files (tasks/noop.py): its check command decides (a mount, a daemon)
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): its check command decides (a mount, a daemon)
 STAT_DETERMINED = False
 CHECK_TIMEOUT = 60  # seconds; a check that hangs counts as absent
 

@@ -12,10 +12,10 @@ where the plan has no go package) and ``${GO_MODULES}`` (``mirror/go-modules``).
 environment is that and nothing else: PATH (``path``, then live-bootstrap's login PATH,
 ``LOGIN_PATH``), HOME, ``env`` (see ``LOGIN_PATH``'s comment: no package-build variable),
 and ``MAKEFLAGS`` with the run's jobserver: make holds one of the run's job tokens and runs
-more jobs only with tokens from the pool (``tasks.jobserver``; the toolkit documents
+more jobs only with tokens from the pool (``tasks.build.jobserver``; the toolkit documents
 ``make -jN``), so a stage and the package builds beside it never exceed the job budget.
 ``go_modules = "<module dir>"``: before make, the mirror's Go module cache must serve that
-module offline (tasks/gomodules.py); then GOPROXY=file://..., GOSUMDB=off, GOFLAGS=-mod=mod
+module offline (tasks/sources/gomodules.py); then GOPROXY=file://..., GOSUMDB=off, GOFLAGS=-mod=mod
 are added; offline without it the attempt stops before make, saying what is missing.
 
 Before every attempt its ``fresh`` paths are removed the safe way: the tree's
@@ -42,14 +42,13 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks import gomodules, jobserver
-from tasks.build import StepFailed, clean_paths
-from tasks.config import Config, Paths
-from tasks.fsutil import safe_rmtree
+from tasks.build import jobserver
+from tasks.build.action import StepFailed, clean_paths
 from tasks.kinds import tree as tree_kind
 from tasks.kinds.base import Plan, Signature, dependency_inputs, make_task
-from tasks.platform import Platform
-from tasks.recipe import (
+from tasks.model.config import Config, Paths
+from tasks.model.platform import Platform
+from tasks.model.recipe import (
     VARIABLES,
     Build,
     Checker,
@@ -59,7 +58,9 @@ from tasks.recipe import (
     expand,
     rel_paths,
 )
-from tasks.toolkit import (
+from tasks.sources import gomodules
+from tasks.store.fsutil import safe_rmtree
+from tasks.toolkit.action import (
     SAFEUNMOUNT,
     STAGES_VERSION,
     AttemptAction,
@@ -74,7 +75,7 @@ KEYS = frozenset({
     "make_target", "make_vars", "env", "path", "outputs", "outputs_glob", "fresh", "clean",
     "keep", "retry", "go_modules",
 })  # fmt: skip
-# whether a no-op may trust the stat of its files (tasks/noop.py): its outputs are a glob over the tree
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): its outputs are a glob over the tree
 STAT_DETERMINED = False
 # The seed ran the toolkit from live-bootstrap's console shell, which /init starts as
 # `env - PATH=${PREFIX}/bin PS1="\w # " setsid openvt -fec1 -- bash -i`
@@ -279,7 +280,7 @@ class StageAction(AttemptAction):
             if path.exists():
                 self._note(f"keep {path}")
         self._make_from = self._log.tell()
-        # make joins the run's job budget like a package's make (tasks.jobserver): one token
+        # make joins the run's job budget like a package's make (tasks.build.jobserver): one token
         # held, more taken from the pipe for parallel jobs (the toolkit documents `make -jN`)
         with jobserver.slots(self.platform.jobs, True) as (_, jobs, js):
             self._pass_fds = js.fds
@@ -322,7 +323,7 @@ def home() -> str:
 
 
 def go_modules_dir(paths: Paths) -> Path:
-    """The Go module cache that travels with the mirror (tasks/gomodules.py)."""
+    """The Go module cache that travels with the mirror (tasks/sources/gomodules.py)."""
     return (paths.mirror / gomodules.DEFAULT_DIR).absolute()
 
 

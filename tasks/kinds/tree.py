@@ -1,7 +1,7 @@
 """kind = "tree": the Azure Linux tree (procedure A1), a pinned commit as a git repository.
 
 Either a git commit pin (``url``, ``commit``, its ``tree`` id, ``ref``: the keys of kind
-``git``, see ``tasks/kinds/git.py``): the task checks the commit out with ``tasks.gitpin``
+``git``, see ``tasks/kinds/git.py``): the task checks the commit out with ``tasks.sources.gitpin``
 (from a local git mirror, the URL, or a snapshot tarball ``<name>-<commit>.tar.gz`` verified by
 re-creating the tree id; offline, local ones only) and verifies commit and tree id; no sha256
 is needed. Or, the older form, a version whose one source is a git snapshot (``git``,
@@ -27,15 +27,16 @@ from typing import Any
 
 from doit.task import Task
 
-from tasks.build import StepFailed
-from tasks.config import Config, Paths
-from tasks.fsutil import atomic_write, safe_rmtree
-from tasks.gitpin import PinError, checkout
+from tasks.build.action import StepFailed
+from tasks.build.unpack import unpack
 from tasks.kinds.base import Plan, Signature, make_task, unconfirmed_meta
 from tasks.kinds.git import PIN_KEYS, git_mirrors, pin_fields
-from tasks.platform import Platform
-from tasks.recipe import Build, Checker, Recipe, Version, package_fields
-from tasks.toolkit import (
+from tasks.model.config import Config, Paths
+from tasks.model.platform import Platform
+from tasks.model.recipe import Build, Checker, Recipe, Version, package_fields
+from tasks.sources.gitpin import PinError, checkout
+from tasks.store.fsutil import atomic_write, safe_rmtree
+from tasks.toolkit.action import (
     MARKER,
     STAGES_VERSION,
     AttemptAction,
@@ -45,10 +46,9 @@ from tasks.toolkit import (
     toolkit_on_platform,
     tree_dir,
 )
-from tasks.unpack import unpack
 
 KEYS = frozenset({"version", "versions", "target", "dir", "fixes"}) | PIN_KEYS
-# whether a no-op may trust the stat of its files (tasks/noop.py): its source or fixes, its targets and the signature in the journal
+# whether a no-op may trust the stat of its files (tasks/engine/noop.py): its source or fixes, its targets and the signature in the journal
 STAT_DETERMINED = True
 # a fixed identity and date: the same snapshot and fixes always give the same commits
 GIT_ENV = {

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tasks.download import debian_archive_uri  # noqa: E402
-from tasks.lbsources import entries, read_commit  # noqa: E402
+from tasks.sources.download import debian_archive_uri  # noqa: E402
+from tasks.sources.lbsources import entries, read_commit  # noqa: E402
 
 COMMIT = "1296c44bb345ef5d54ecffd7688f9813d46a032a"
 SUITES = ["bookworm", "bookworm-updates", "bookworm-backports", "trixie", "trixie-backports",

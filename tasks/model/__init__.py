@@ -1,0 +1,1 @@
+"""model: recipes, the project config and the platform a run builds for. Imports the store only."""

@@ -1,0 +1,1 @@
+"""toolkit: what the Azure Linux tree and stage kinds share (layout, records, bounded attempts)."""
