@@ -19,7 +19,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import IO, Any
 from doit.action import BaseAction
 from doit.exceptions import TaskError, TaskFailed
 
-from tasks.build import adopt, faultpoint, jobserver, manifest
+from tasks.build import adopt, faultpoint, jobserver, manifest, supervise
 from tasks.build import systems as buildsys
 from tasks.model.config import Paths
 from tasks.model.platform import Platform
@@ -37,7 +36,6 @@ from tasks.store import lock
 from tasks.store.fsutil import MountedError, mounts_under, safe_rmtree
 
 TAIL_LINES = 20
-SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
 RUNNING: set[subprocess.Popen] = set()  # build commands running now, in any thread
 
 
@@ -263,15 +261,12 @@ class BuildAction(BaseAction):
         self._note(f"{step}: {shown}")
         t0 = time.monotonic()
         # The supervisor leads a new process group and kills it if doit dies (even by
-        # SIGKILL: it watches a pipe whose other end only doit holds). It needs only the
-        # standard library: -S skips site-packages' start-up (a few ms of every command).
+        # SIGKILL: it watches a pipe whose other end only doit holds).
         lifeline_r, lifeline_w = os.pipe()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-S", SUPERVISOR, *argv], cwd=cwd, stdin=lifeline_r,
-                env={**env, "PYTHONCOERCECLOCALE": "0"},  # no LC_CTYPE of its own: supervise.py
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                pass_fds=self._pass_fds,
+            proc = supervise.start(
+                argv, cwd=cwd, stdin=lifeline_r, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, pass_fds=self._pass_fds,
             )  # fmt: skip
         except OSError as e:
             os.close(lifeline_w)

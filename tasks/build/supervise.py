@@ -1,7 +1,7 @@
 """Run one build command so that it cannot outlive the ``doit`` that started it.
 
-``python -m tasks.build.supervise CMD...`` is started by ``tasks.build.action`` as the leader of a new
-process group, with a pipe from doit as its stdin. It runs CMD in that group (stdin from
+``start(CMD)`` runs this file as the leader of a new process group (for a build command,
+qemu and rootfs.py alike), with a pipe from doit as its stdin. It runs CMD in that group (stdin from
 /dev/null) and waits. If doit dies in any way, even by SIGKILL, the kernel closes doit's end
 of the pipe, this process reads EOF and kills the whole group: no orphaned ``make`` keeps
 writing into a build tree that the next run is about to reuse. The exit status is CMD's
@@ -16,7 +16,7 @@ CMD runs with umask 022 whatever the caller's: files a build creates without an 
 mode (``cat > f``, ``mkdir -p``, ``cp``) get the same modes, which the manifest records, on
 every machine and for every user (``doit verify`` compares them).
 
-``tasks.build.action`` starts it with ``PYTHONCOERCECLOCALE=0``, which it removes before running CMD:
+``start`` sets ``PYTHONCOERCECLOCALE=0``, which this process removes before running CMD:
 without it, Python started with no locale variables (a toolkit stage's environment has none)
 would export ``LC_CTYPE=C.UTF-8`` to CMD (PEP 538), a variable the caller never set.
 """
@@ -28,6 +28,23 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import Any
+
+
+def start(argv: list[str], *, stdin: Any = subprocess.PIPE, **popen: Any) -> subprocess.Popen:
+    """The one way the engine starts a supervised child (a build command, qemu, rootfs.py):
+    this file run by the same interpreter with ``-S`` (standard library only: a few ms less
+    per command), leading a new process group, its stdin a pipe whose other end only the
+    caller holds (``stdin``: the read end of the caller's own pipe, else a new pipe)."""
+    env = popen.pop("env", None)
+    env = {**(os.environ if env is None else env), "PYTHONCOERCECLOCALE": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-S", __file__, *argv],
+        stdin=stdin,
+        env=env,
+        start_new_session=True,
+        **popen,
+    )
 
 
 def _watch_parent() -> None:

@@ -25,12 +25,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.build.action import SUPERVISOR, kill_group
+from tasks.build import supervise
+from tasks.build.action import kill_group
 from tasks.guest.link import Endpoint, LinkError
 
 TAIL_LINES = 25
@@ -160,12 +160,9 @@ class VM:
         self.started = time.monotonic()
         qemu_log = open(spec.logs / "vm.qemu.log", "wb")  # noqa: SIM115 - the child's
         with qemu_log:
-            self.proc = subprocess.Popen(
-                [sys.executable, SUPERVISOR, *qemu_command(spec, self.port)],
-                stdin=subprocess.PIPE,  # our end closes when we die: the supervisor kills qemu
-                stdout=qemu_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            # our end of its stdin closes when we die: the supervisor kills qemu
+            self.proc = supervise.start(
+                qemu_command(spec, self.port), stdout=qemu_log, stderr=subprocess.STDOUT
             )
         self.link = Endpoint(self.port, spec.client_key, spec.host_key_pub, spec.state)
 

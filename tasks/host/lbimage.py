@@ -51,10 +51,10 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from tasks.build import supervise
 from tasks.build.action import RUNNING, clean_paths, kill_group
 from tasks.host import lbprogress, preflight
 from tasks.host.lbinputs import (
-    HERE,
     Layout,
     Spec,
     image_inputs,
@@ -179,20 +179,11 @@ def build_image(
         "rootfs.py",
         *rootfs_args(spec, decisions, lay, mirror_urls(paths, config)),
     ]
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
     print(
         f"lb-image: {' '.join(cmd[1:])}\n  serial console: {lay.serial_log}", file=out, flush=True
     )
     with open(lay.rootfs_log, "wb") as rlog:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.build.supervise", *cmd],
-            cwd=lay.checkout,
-            stdin=subprocess.PIPE,
-            stdout=rlog,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        proc = supervise.start(cmd, cwd=lay.checkout, stdout=rlog, stderr=subprocess.STDOUT)
     RUNNING.add(proc)
     follower = lbprogress.Follower(str(lay.serial_log))
     started = time.monotonic()
