@@ -220,15 +220,10 @@ def hold(project: Path, s: GuestSettings, out: Callable[[str], None] = print) ->
 
 
 def main(argv: list[str]) -> int:  # python -m tasks.guest.drive [--vm | doit args]
-    import tomllib
-
-    from tasks.model.config import CONFIG_NAME
+    from tasks.model.config import CONFIG_NAME, load_config
 
     project = Path.cwd()
-    table: dict[str, Any] = {}
-    if (project / CONFIG_NAME).exists():
-        with open(project / CONFIG_NAME, "rb") as f:
-            table = tomllib.load(f).get("vm", {})
+    table = load_config(project).vm
     settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
     if argv == ["--vm"]:
         return hold(project, settings, out=lambda line: print(line, flush=True))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.host import kvmprobe
-from tasks.model.config import host_config
+from tasks.model.config import load_config
 from tasks.model.recipe import Checker, RecipeError
 from tasks.store.fsutil import atomic_write
 
@@ -431,13 +431,9 @@ def load(project: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """``python -m tasks.host.preflight [PROJECT]``: print the report; 1 if the run cannot succeed."""
-    from tasks.model.config import CONFIG_NAME
-
     project = Path(argv[0]) if argv else Path(".")
-    cfg_path = project / CONFIG_NAME
-    data = tomllib.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     try:
-        host = host_config(data.get("host", {}), cfg_path)
+        host = load_config(project).host
     except RecipeError as e:
         print(e, file=sys.stderr)
         return 2
