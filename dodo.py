@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tasks.build.verify import only_verify, verify_tasks
-from tasks.engine.plan import setup
+from tasks.engine.setup import setup
 
 DOIT_CONFIG, PROJECT = setup(Path(os.path.relpath(Path(__file__).resolve().parent)))
 if only_verify(sys.argv[1:]):  # every package's verdict, not just the first that differs

@@ -72,7 +72,7 @@ LOAD = """\
 import gc, json, sys
 from pathlib import Path
 from doit.exceptions import InvalidDodoFile
-from tasks.engine.plan import setup
+from tasks.engine.setup import setup
 try:
     config, project = setup(Path("."))
 except InvalidDodoFile:

@@ -1,9 +1,19 @@
-"""The package dependency graph: cycles and a stable topological order."""
+"""The package dependency graph: cycles, a stable topological order, and ``doit graph``'s
+picture of the plan."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+from doit.task import Task
+
+from tasks.store import uptodate
+from tasks.store.fsutil import atomic_write
 
 
 def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
@@ -88,3 +98,50 @@ def critical_first(
         )
     rank = {n: i for i, n in enumerate(order)}
     return sorted(order, key=lambda n: (-level[n], rank[n]))
+
+
+class DotGraph:
+    """The plan in dot, made only when ``doit graph`` runs (not on every load); uptodate:
+    the dot text is the one drawn last time."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
+
+    def __init__(self, project: Any):
+        self.project = project
+        self._dot: str | None = None
+
+    def dot(self) -> str:
+        if self._dot is None:
+            builds = self.project.builds
+            edges = {n: b.depends for n, b in builds.items()}
+            labels = {
+                n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in builds.items()
+            }
+            self._dot = to_dot(edges, labels, f"azl-bootstrap ({self.project.platform.name})")
+        return self._dot
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        digest = hashlib.md5(self.dot().encode()).hexdigest()
+        task.value_savers.append(lambda: {"dot": digest})
+        return values.get("dot") == digest
+
+    def write(self, dot_file: Path, png: Path) -> None:
+        write_graph(dot_file, png, self.dot())
+
+
+def write_graph(dot_file: Path, png: Path, dot: str) -> None:
+    dot_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dot_file, dot.encode())
+    tmp = png.with_name(png.name + ".part")
+    try:
+        subprocess.run(
+            ["dot", "-Tpng", "-o", str(tmp), str(dot_file)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        raise RuntimeError("Graphviz's `dot` is not installed (apt-get install graphviz)") from None
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"dot failed: {e.stderr.strip()}") from None
+    os.replace(tmp, png)

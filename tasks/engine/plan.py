@@ -18,11 +18,7 @@ every run whatever ``PYTHONHASHSEED`` is.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +27,8 @@ from doit.exceptions import InvalidDodoFile
 from doit.task import Task
 from doit.tools import config_changed
 
-from tasks.engine.graph import critical_first, to_dot, topo_order
+from tasks.engine.graph import DotGraph, critical_first, topo_order
 from tasks.engine.recipeset import load_recipes
-from tasks.engine.report import make_reporter
 from tasks.kinds import KINDS
 from tasks.kinds.base import make_task
 from tasks.model.config import CONFIG_NAME, Config, Paths, load_config
@@ -47,8 +42,7 @@ from tasks.model.recipe import (
     step_rank,
 )
 from tasks.sources.mirror import MirrorSettings, Verified, fetch_source, missing_sources, write_sums
-from tasks.store import checker, recipecache, state, uptodate
-from tasks.store.fsutil import atomic_write
+from tasks.store import recipecache, state
 
 SUMS = "SHA256SUMS"
 
@@ -335,7 +329,7 @@ class Project:
     def _graph_task(self) -> Task:
         """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
         dot_file, png = self.paths.cache / "graph.dot", self.paths.cache / "graph.png"
-        graph = _Graph(self)
+        graph = DotGraph(self)
         return _task(
             name="graph",
             actions=[(graph.write, [dot_file, png])],
@@ -343,105 +337,3 @@ class Project:
             uptodate=[graph],
             doc="draw the dependency graph: cache/graph.dot and cache/graph.png (Graphviz)",
         )
-
-
-class _Graph:
-    """The plan in dot, made only when ``doit graph`` runs (not on every load); uptodate:
-    the dot text is the one drawn last time."""
-
-    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
-
-    def __init__(self, project: Project):
-        self.project = project
-        self._dot: str | None = None
-
-    def dot(self) -> str:
-        if self._dot is None:
-            builds = self.project.builds
-            edges = {n: b.depends for n, b in builds.items()}
-            labels = {
-                n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in builds.items()
-            }
-            self._dot = to_dot(edges, labels, f"azl-bootstrap ({self.project.platform.name})")
-        return self._dot
-
-    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
-        digest = hashlib.md5(self.dot().encode()).hexdigest()
-        task.value_savers.append(lambda: {"dot": digest})
-        return values.get("dot") == digest
-
-    def write(self, dot_file: Path, png: Path) -> None:
-        write_graph(dot_file, png, self.dot())
-
-
-def write_graph(dot_file: Path, png: Path, dot: str) -> None:
-    dot_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dot_file, dot.encode())
-    tmp = png.with_name(png.name + ".part")
-    try:
-        subprocess.run(
-            ["dot", "-Tpng", "-o", str(tmp), str(dot_file)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    except FileNotFoundError:
-        raise RuntimeError("Graphviz's `dot` is not installed (apt-get install graphviz)") from None
-    except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"dot failed: {e.stderr.strip()}") from None
-    os.replace(tmp, png)
-
-
-def _stop(signum: int, frame: Any) -> None:
-    """SIGINT/SIGTERM: stop every running build (they run in their own process groups, and
-    under ``-n N`` in worker threads), then unwind like Ctrl-C; finished tasks are saved."""
-    build = sys.modules.get("tasks.build.action")  # not imported: no build ever started
-    if build is not None:
-        build.stop_all_builds()
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _interrupted(typ: type, value: BaseException, tb: Any, _default: Any = sys.excepthook) -> None:
-    """Ctrl-C or SIGTERM: one line instead of a traceback."""
-    if issubclass(typ, KeyboardInterrupt):
-        sys.stderr.write(
-            "\nazl-bootstrap: interrupted; every finished task is saved, run doit again to go on\n"
-        )
-    else:
-        _default(typ, value, tb)
-
-
-def setup(project: Path) -> tuple[dict[str, Any], Project]:
-    """Load the project at ``project`` and return ``(DOIT_CONFIG, Project)``.
-
-    Recipe and config errors become ``InvalidDodoFile``: doit prints every one of them
-    (file and field) and exits 3 before anything is written."""
-    # Loading makes tens of thousands of long-lived objects (recipes, the journal, the
-    # tasks); the cyclic GC would scan them over and over (a third of a no-op's CPU). It is
-    # off from here until doit has every task (``Project.tasks`` ends), which then become
-    # permanent (``gc.freeze``): the run's collections only scan what the run makes.
-    gc.disable()
-    try:
-        proj = Project(project)
-    except (RecipeError, RecipeErrors) as e:
-        gc.enable()
-        raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
-    except BaseException:
-        gc.enable()
-        raise
-    proj.collect_after_load = True
-    checker.use_cache(proj.paths.state / "digests.json")
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not when imported by a test run
-        signal.signal(signal.SIGTERM, _stop)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _stop)
-        sys.excepthook = _interrupted
-    config = {
-        "default_tasks": ["all"],
-        "backend": "azl",
-        "dep_file": str(proj.paths.state),
-        "check_file_uptodate": checker.XXH3Checker,
-        "reporter": make_reporter(proj.paths.state, proj.preflight),
-        "par_type": "thread",
-    }
-    return config, proj
