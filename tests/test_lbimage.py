@@ -21,7 +21,7 @@ from tasks.model.config import Config, Paths
 from tests import lbcheckout
 
 REPO = Path(__file__).resolve().parent.parent
-# procedure.md H4, the seed's command ($(nproc) and $PWD filled in below)
+# docs/procedure.md H4, the seed's command ($(nproc) and $PWD filled in below)
 SEED = "--arch x86 -t azurelinux --cores {nproc} --update-checksums --interactive --mirror file://{pwd}/mirror --qemu --qemu-ram=16384 --target-size=100g"
 # what rootfs.py at 1296c44b hands --qemu-cmd in kernel-bootstrap mode (its bootstrap())
 ROOTFS_QEMU = "-enable-kvm -m {ram}M -smp {cores} -drive file={img},format=raw -machine kernel-irqchip=split -nic user,ipv6=off,model=e1000 -no-reboot -nographic"

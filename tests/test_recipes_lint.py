@@ -2,7 +2,7 @@
 
 Every recipe loads and validates; every source of a buildable version is pinned; every
 dependency resolves on both platforms; there is no cycle; the order of the run follows the
-procedure (reference/procedure.md, steps V1-V45, A1-A6); and each flag or tweak the seed
+procedure (docs/procedure.md, steps V1-V45, A1-A6); and each flag or tweak the seed
 report insists on is present where the reference puts it.
 """
 
@@ -36,7 +36,7 @@ def step_number(step: str) -> tuple[int, int]:
 
 def test_every_recipe_names_its_procedure_step() -> None:
     for recipe in RECIPES.values():
-        assert recipe.step, f"{recipe.path}: no `step` (which step of procedure.md is it?)"
+        assert recipe.step, f"{recipe.path}: no `step` (which step of docs/procedure.md is it?)"
         step_number(recipe.step)
         assert recipe.description, f"{recipe.path}: no description"
 
@@ -97,7 +97,7 @@ def recipe_text(name: str) -> str:
     return (REPO / "recipes" / f"{name}.toml").read_text()
 
 
-# The seed's flags and tweaks (seed/Azure.md, reference/procedure.md §3), where they belong.
+# The seed's flags and tweaks (seed/Azure.md, docs/procedure.md), where they belong.
 SEED_FLAGS = {
     "pcre2": [
         "--enable-pcre2-16",

@@ -1,5 +1,5 @@
 #!/bin/bash
-# azl-bootstrap's after-step for live-bootstrap (procedure.md §2, §8): prepares the finished
+# azl-bootstrap's after-step for live-bootstrap (docs/procedure.md): prepares the finished
 # system so the host can drive it over SSH and nobody types into the guest.
 # `lb-image` (recipes/lb-image.toml) copies this file and the directory azl/ (dropbear
 # tarball + sha256, the host's public key) into live-bootstrap's steps/after/ before

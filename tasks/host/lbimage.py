@@ -1,6 +1,6 @@
 """``doit lb-image``: live-bootstrap's ``rootfs.py --qemu`` run to a finished disk image.
 
-The command line is the seed's (procedure.md H4) without ``--interactive``: ``--arch x86 -t
+The command line is the seed's (docs/procedure.md H4) without ``--interactive``: ``--arch x86 -t
 <target> --cores N --update-checksums --mirrors file://<mirror> --qemu --qemu-ram M
 --target-size S --qemu-cmd <wrapper>``; cores, RAM and size come from ``doit preflight``
 (``cache/host/preflight.json``, overridable in ``[host]`` of the config), the rest from

@@ -39,10 +39,10 @@ from tasks.store.fsutil import atomic_write
 
 MIB = 1 << 20
 GIB = 1 << 30
-SEED_RAM_MIB = 16384  # procedure.md H4: --qemu-ram=16384
+SEED_RAM_MIB = 16384  # docs/procedure.md H4: --qemu-ram=16384
 MIN_RAM_MIB = 4096  # rootfs.py's default --qemu-ram (less is not known to work)
 HOST_RESERVE_MIB = 1024  # left to the host beside qemu
-SEED_IMAGE_GIB = 100  # procedure.md H4: --target-size=100g
+SEED_IMAGE_GIB = 100  # docs/procedure.md H4: --target-size=100g
 MIN_IMAGE_GIB = 32  # our floor for a whole live-bootstrap run (inferred, not measured)
 DISK_RESERVE_GIB = 10  # distfiles, checkout, logs beside the image
 IMAGE_STEP_GIB = 16  # a smaller disk picks a multiple of this, so the pick rarely flaps

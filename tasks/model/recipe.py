@@ -58,7 +58,7 @@ VARIABLES = frozenset(
 _VAR = re.compile(r"\$(\$|\{([^}]*)\})")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_STEP = re.compile(r"([HVA])(\d+)")  # host, guest (V) and toolkit (A) steps of procedure.md
+_STEP = re.compile(r"([HVA])(\d+)")  # host, guest (V) and toolkit (A) steps of docs/procedure.md
 
 # Keys every recipe may have, whatever its kind; each kind adds its own (``KEYS``).
 COMMON_KEYS = frozenset({"name", "kind", "description", "step", "depends", "platforms"})
@@ -163,7 +163,7 @@ class Recipe:
     chain: list[str] = field(default_factory=list)  # a bootstrap chain of versions
     kind: str = "package"  # the module of tasks/kinds/ that makes its tasks
     spec: Any = None  # the kind's own validated data (a checkpoint's machine, a stage, ...)
-    step: str = ""  # the step of reference/procedure.md it implements, e.g. "V26"
+    step: str = ""  # the step of docs/procedure.md it implements, e.g. "V26"
     files: list[str] = field(default_factory=list)  # recipes/<name>/ files the build reads
     network: bool = False  # acts on the live machine's network (e.g. starts sshd)
 
