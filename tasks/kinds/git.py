@@ -177,7 +177,7 @@ def clean(paths: Paths, name: str, dest: Path, record: Path, dryrun: bool = Fals
     the one the host half works in); refused while something is mounted under it."""
     removed = clean_paths(paths, name, [dest, record], dryrun, mount_root=dest)
     if not dryrun:
-        then = f" (the checkout of {dest.name}; the next doit {name} checks it out again)"
+        then = f"; that was the pinned checkout: the next `doit {name}` checks it out again"
         say_removed(paths, name, removed, "it was not checked out", then if dest in removed else "")
 
 
