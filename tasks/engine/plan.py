@@ -192,7 +192,7 @@ class Project:
         rank = {n: i for i, n in enumerate(ranked)}
         yield from self._fetch_tasks(rank)
         yield from steps
-        yield self._graph_task()
+        yield self._graph_task(steps)
         host = [n for n in self.order if self.builds[n].platform == "host"]
         # fetch every source before building anything: a missing file stops the run early
         # (the sources of this platform's steps: the host's, e.g. live-bootstrap's
@@ -331,10 +331,10 @@ class Project:
             doc="fetch every source",
         )
 
-    def _graph_task(self) -> Task:
+    def _graph_task(self, steps: list[Task]) -> Task:
         """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
         dot_file, png = self.paths.cache / "graph.dot", self.paths.cache / "graph.png"
-        graph = DotGraph(self)
+        graph = DotGraph(self, steps)
         return _task(
             name="graph",
             actions=[(graph.write, [dot_file, png])],
