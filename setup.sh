@@ -52,7 +52,10 @@ for header in security/pam_appl.h:libpam0g-dev openssl/ssl.h:libssl-dev zlib.h:z
     missing+=("${header##*:}")
 done
 # the VM tests' guest (tests/vmimage.py): a static busybox and a kernel with its modules
-ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' || missing+=(busybox-static)
+# (ldd's own output is tested, not a pipeline's status: under pipefail `ldd … | grep -q` takes
+# ldd's exit 1 for a static binary and reinstalled busybox-static on every run)
+busybox_ldd=$(ldd /bin/busybox 2>&1 || true)
+[[ $busybox_ldd == *"not a dynamic executable"* ]] || missing+=(busybox-static)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
 python=${PYTHON:-/usr/bin/python3}
 "$python" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

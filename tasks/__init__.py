@@ -18,7 +18,8 @@ a layer imports only the layers above it in this list, never one below it:
                the guest ``run`` followed across the kexec, ``drive`` (what a host task does)
 - ``kinds``    one module per kind of recipe, a thin adapter from recipe to tasks
 - ``engine``   the ``recipeset`` (parse + validate), the ``plan`` (``dodo.py`` calls
-               ``setup``), the ``graph``, the ``noop`` stamp, doit ``commands``, ``report``
+               ``setup``), the ``graph``, the ``noop`` stamp, doit ``commands`` (and the
+               ``status`` in words they print), ``report``
 
 ``toolkit``, ``host`` and ``guest`` are one floor: none imports another. Harnesses that prove
 things (the 32-bit rehearsal, the kernel and libelf proofs, the bench bodies) live under

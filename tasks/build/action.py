@@ -375,13 +375,21 @@ def clean_package(paths: Paths, name: str, dryrun: bool = False) -> None:
     removed = clean_paths(paths, name, targets, dryrun)
     if dryrun:
         return
-    what = ", ".join(_shown(p, paths) for p in removed) or "nothing (it was not built)"
-    print(f"{name}: removed {what}")
+    say_removed(paths, name, removed, "it was not built")
     if paths.installed(name).exists():
         print(
             f"  the files {name} installed stay in the root until its next build replaces "
             f"them ({_shown(paths.installed(name), paths)} lists them); the next doit rebuilds it"
         )
+
+
+def say_removed(paths: Paths, name: str, removed: list[Path], none: str, then: str = "") -> None:
+    """What every ``doit clean`` prints: ``NAME: removed A, B`` (paths relative to the
+    project), or ``NAME: removed nothing (none)``; ``then`` follows a removal."""
+    if not removed:
+        print(f"{name}: removed nothing ({none})")
+        return
+    print(f"{name}: removed {', '.join(_shown(p, paths) for p in removed)}{then}")
 
 
 def _shown(path: Path, paths: Paths) -> str:

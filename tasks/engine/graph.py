@@ -65,19 +65,60 @@ def topo_order(edges: Mapping[str, Iterable[str]], key: Callable[[str], Any] = s
     return order
 
 
-def to_dot(edges: Mapping[str, Iterable[str]], labels: Mapping[str, str], title: str) -> str:
-    """The dependency graph in Graphviz's dot language, arrows from a package to what it
-    needs; stable output (sorted) so the picture only changes when the graph does."""
+def to_dot(
+    edges: Mapping[str, Iterable[str]],
+    labels: Mapping[str, str],
+    title: str,
+    order: Mapping[str, Iterable[str]] | None = None,
+    clusters: Mapping[str, Iterable[str]] | None = None,
+) -> str:
+    """The dependency graph in Graphviz's dot language, arrows from a step to what it needs:
+    solid for a file it reads (``edges``), dashed for one it only runs after (``order``);
+    ``clusters`` boxes nodes by platform (host, sandbox, guest). Stable output (sorted) so
+    the picture only changes when the graph does."""
 
     def q(s: str) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = [f"digraph {q(title)} {{", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
-    for node in sorted(edges):
+    boxed: set[str] = set()
+    for name, members in sorted((clusters or {}).items()):
+        inside = sorted(m for m in members if m in edges)
+        if not inside:
+            continue
+        lines += [f"  subgraph {q('cluster_' + name)} {{", f"    label={q(name)};"]
+        lines += [f"    {q(n)} [label={q(labels.get(n, n))}];" for n in inside]
+        lines.append("  }")
+        boxed.update(inside)
+    for node in sorted(set(edges) - boxed):
         lines.append(f"  {q(node)} [label={q(labels.get(node, node))}];")
     for node in sorted(edges):
         lines += [f"  {q(node)} -> {q(dep)};" for dep in sorted(edges[node])]
+        after = sorted(set((order or {}).get(node, ())) - set(edges[node]))
+        lines += [f"  {q(node)} -> {q(dep)} [style=dashed];" for dep in after]
     return "\n".join(lines) + "\n}\n"
+
+
+def step_edges(
+    steps: Iterable[Task], prefix: str = ""
+) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str], dict[str, list[str]]]:
+    """From a plan's step tasks: file edges (a file_dep to the step that makes it), ordering
+    edges (task_dep), labels and the platform of each, node names prefixed by ``prefix``."""
+    steps = [t for t in steps if getattr(t, "place", None) is not None]
+    names = {t.name for t in steps}
+    made_by = {str(f): t.name for t in steps for f in t.targets}
+    edges: dict[str, list[str]] = {}
+    order: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    clusters: dict[str, list[str]] = {}
+    for t in steps:
+        node = prefix + t.name
+        files = {made_by[str(f)] for f in t.file_dep if str(f) in made_by} - {t.name}
+        edges[node] = sorted(prefix + d for d in files)
+        order[node] = sorted(prefix + d for d in t.task_dep if d in names)
+        labels[node] = f"{t.name}\n{t.place.version} {t.place.step}".rstrip()
+        clusters.setdefault(t.place.platform, []).append(node)
+    return edges, order, labels, clusters
 
 
 def critical_first(
@@ -106,18 +147,27 @@ class DotGraph:
 
     __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
 
-    def __init__(self, project: Any):
-        self.project = project
+    def __init__(self, project: Any, steps: list[Task]):
+        self.project, self.steps = project, steps
         self._dot: str | None = None
 
     def dot(self) -> str:
         if self._dot is None:
-            builds = self.project.builds
-            edges = {n: b.depends for n, b in builds.items()}
-            labels = {
-                n: f"{n}\n{b.version.version} {b.recipe.step}".rstrip() for n, b in builds.items()
-            }
-            self._dot = to_dot(edges, labels, f"azl-bootstrap ({self.project.platform.name})")
+            edges, order, labels, clusters = step_edges(self.steps)
+            if self.project.platform.name != "guest":
+                # the guest's steps as the guest plans them (the host's tasks of the same
+                # names only start them in the VM): a second plan, made only to draw it
+                for name in clusters.pop("guest", []):
+                    for table in (edges, order, labels):
+                        table.pop(name, None)
+                guest = list(self.project.for_platform("guest").tasks())
+                more = step_edges(guest, prefix="guest/")
+                for table, extra in zip((edges, order, labels, clusters), more, strict=True):
+                    table.update(extra)
+            for deps in (*edges.values(), *order.values()):
+                deps[:] = [d for d in deps if d in edges]  # a dropped proxy is no node
+            title = f"azl-bootstrap ({self.project.platform.name})"
+            self._dot = to_dot(edges, labels, title, order, clusters)
         return self._dot
 
     def __call__(self, task: Task, values: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ from doit.tools import config_changed
 from tasks.engine.graph import DotGraph, critical_first, topo_order
 from tasks.engine.recipeset import load_recipes
 from tasks.kinds import KINDS
-from tasks.kinds.base import make_task
+from tasks.kinds.base import Place, make_task
 from tasks.model.config import CONFIG_NAME, Config, Paths, load_config
 from tasks.model.platform import Platform, detect, plan_platforms
 from tasks.model.recipe import (
@@ -171,7 +171,12 @@ class Project:
             steps = []
             for n in self.order:
                 kind = KINDS[self.builds[n].recipe.kind]
-                made = kind.tasks(self, self.builds[n])
+                build = self.builds[n]
+                made = kind.tasks(self, build)
+                version = "" if build.version.version == "0" else build.version.version
+                for t in made:  # where `doit list` shows it (the guest's kind places its own)
+                    if getattr(t, "place", None) is None:
+                        t.place = Place(build.platform, build.recipe.step, version)
                 if getattr(kind, "STAT_DETERMINED", False):  # see tasks/engine/noop.py
                     for t in made:
                         t.stat_determined = True
@@ -187,7 +192,7 @@ class Project:
         rank = {n: i for i, n in enumerate(ranked)}
         yield from self._fetch_tasks(rank)
         yield from steps
-        yield self._graph_task()
+        yield self._graph_task(steps)
         host = [n for n in self.order if self.builds[n].platform == "host"]
         # fetch every source before building anything: a missing file stops the run early
         # (the sources of this platform's steps: the host's, e.g. live-bootstrap's
@@ -326,10 +331,10 @@ class Project:
             doc="fetch every source",
         )
 
-    def _graph_task(self) -> Task:
+    def _graph_task(self, steps: list[Task]) -> Task:
         """``doit graph``: the DAG as cache/graph.dot and, with Graphviz, cache/graph.png."""
         dot_file, png = self.paths.cache / "graph.dot", self.paths.cache / "graph.png"
-        graph = DotGraph(self)
+        graph = DotGraph(self, steps)
         return _task(
             name="graph",
             actions=[(graph.write, [dot_file, png])],

@@ -16,6 +16,7 @@ from doit.exceptions import InvalidDodoFile
 
 from tasks.engine.plan import Project
 from tasks.engine.report import make_reporter
+from tasks.model.platform import PlatformError
 from tasks.model.recipe import RecipeError, RecipeErrors
 from tasks.store import checker
 
@@ -54,6 +55,9 @@ def setup(project: Path) -> tuple[dict[str, Any], Project]:
     except (RecipeError, RecipeErrors) as e:
         gc.enable()
         raise InvalidDodoFile(f"invalid recipes or config:\n{e}") from None
+    except PlatformError as e:
+        gc.enable()
+        raise InvalidDodoFile(str(e)) from None
     except BaseException:
         gc.enable()
         raise

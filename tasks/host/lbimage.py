@@ -52,7 +52,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from tasks.build import supervise
-from tasks.build.action import RUNNING, clean_paths, kill_group
+from tasks.build.action import RUNNING, clean_paths, kill_group, say_removed
 from tasks.host import lbprogress, preflight
 from tasks.host.lbinputs import (
     Layout,
@@ -104,9 +104,13 @@ def clean_image(paths: Paths, dryrun: bool = False) -> None:
         raise SystemExit(
             f"doit clean lb-image: refusing: {lay.image} is in use by {', '.join(users)}. Nothing was deleted."
         )
-    clean_paths(
+    removed = clean_paths(
         paths, "lb-image", [lay.target, lay.record, lay.state], dryrun, mount_root=lay.target
     )
+    if not dryrun:
+        say_removed(
+            paths, "lb-image", removed, "it was not made", "; the next run makes the image again"
+        )
 
 
 # -- the run -----------------------------------------------------------------------------

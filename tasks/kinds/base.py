@@ -3,6 +3,7 @@ recipe-signature check. This module imports no kind and not the loader."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +41,17 @@ class Plan(Protocol):
     def for_platform(self, name: str) -> Plan:
         """The same recipe set planned for another platform (the guest's plan, on the host)."""
         ...
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a step sits in the pipeline, for ``doit list`` and ``doit help``: the platform
+    it runs on (host, sandbox or guest), its procedure step id (``H2``, ``V27``; "" if none)
+    and its version ("" when it has none)."""
+
+    platform: str
+    step: str = ""
+    version: str = ""
 
 
 class SortedSet(set):

@@ -28,12 +28,12 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
+from tasks.build.action import clean_paths, say_removed
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import Config, Paths
 from tasks.model.recipe import Build, Checker, Recipe, Version
 from tasks.sources.gitpin import Pin, PinError, checkout, checkout_differs, write_record
 from tasks.store import lock, uptodate
-from tasks.store.fsutil import safe_rmtree
 
 PIN_KEYS = frozenset({"url", "commit", "tree", "ref", "submodules", "skip"})
 KEYS = PIN_KEYS | {"dir"}
@@ -172,9 +172,13 @@ class CheckedOut:
         return self.why or f"{self.dest} is at {self.pin.commit}"
 
 
-def clean(dest: Path, record: Path) -> None:
-    safe_rmtree(dest)
-    record.unlink(missing_ok=True)
+def clean(paths: Paths, name: str, dest: Path, record: Path, dryrun: bool = False) -> None:
+    """``doit clean <name>``: the checkout and its record, said by name (the checkout may be
+    the one the host half works in); refused while something is mounted under it."""
+    removed = clean_paths(paths, name, [dest, record], dryrun, mount_root=dest)
+    if not dryrun:
+        then = f"; that was the pinned checkout: the next `doit {name}` checks it out again"
+        say_removed(paths, name, removed, "it was not checked out", then if dest in removed else "")
 
 
 def tasks(plan: Plan, build: Build) -> list[Task]:
@@ -191,7 +195,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             targets=[str(record)],
             uptodate=[CheckedOut(spec.pin, dest, record)],
             task_dep=list(build.depends),
-            clean=[(clean, [dest, record])],
+            clean=[(clean, [plan.paths, build.name, dest, record])],
             meta={"pin": (spec.pin, git_mirrors(plan))},  # the offline preflight looks
             doc=f"{build.recipe.step}  {build.recipe.description}: {spec.pin.commit[:12]} -> {dest}".strip(),
         )

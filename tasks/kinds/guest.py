@@ -27,9 +27,10 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from tasks.kinds.base import Plan, make_task, on_listed_platform
+from tasks.kinds.base import Place, Plan, make_task, on_listed_platform
 from tasks.model.config import CONFIG_NAME, Config
 from tasks.model.recipe import Build, Checker, Recipe, Version
+from tasks.store import uptodate
 
 KEYS: frozenset[str] = frozenset()
 # whether a no-op may trust the stat of its files (tasks/engine/noop.py): always runs (the VM's state decides)
@@ -135,12 +136,25 @@ def _hold(project: Path) -> TaskFailed | None:
     return None
 
 
+class GuestDecides:
+    """uptodate of the guest's tasks: never up to date on the host, since the guest's own
+    doit decides what runs there; ``doit info`` prints it in words."""
+
+    __signature__ = uptodate.SIGNATURE  # doit's inspect.signature, once
+
+    def __call__(self, task: Task, values: dict[str, Any]) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return "it runs every time: the guest VM's own doit decides what is out of date there"
+
+
 def tasks(plan: Plan, build: Build) -> list[Task]:
     from tasks.guest.drive import vm_settings
 
     project = plan.paths.project
     vm_settings(plan.config.vm, project / CONFIG_NAME)  # a mistake stops doit before any task
-    always = [lambda: False]  # the guest's state decides
+    always = [GuestDecides()]  # the guest's state decides
     made = [
         make_task(
             name=build.name,
@@ -168,4 +182,5 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
                 doc=f"in the guest VM: {recipe.description}".strip(),
             )
         )
+        made[-1].place = Place("guest", recipe.step)
     return made

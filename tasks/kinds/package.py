@@ -58,7 +58,8 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
         **{f"platform.{k}": v for k, v in plan.platform.signature().items()},
         **build.signature(),
     }
-    doc = f"{build.version.version}  {recipe.description}".rstrip()
+    version = "" if build.version.version == "0" else build.version.version  # "0": none
+    doc = f"{version}  {recipe.description}".strip()
     if build.version.substitute_for:
         doc += f"  [substitute for {build.version.substitute_for}]"
     action = BuildAction(

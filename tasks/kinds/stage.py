@@ -43,7 +43,7 @@ from typing import Any
 from doit.task import Task
 
 from tasks.build import jobserver
-from tasks.build.action import StepFailed, clean_paths
+from tasks.build.action import StepFailed, clean_paths, say_removed
 from tasks.kinds import tree as tree_kind
 from tasks.kinds.base import Plan, Signature, dependency_inputs, make_task
 from tasks.model.config import Config, Paths
@@ -355,7 +355,9 @@ def clean_stage(
     tree (the toolkit bind-mounts the host's /dev under build/toolchain: unmount with its
     toolkit/scripts/safeunmount.sh)."""
     targets = without_kept([tree / p for p in clean], [tree / p for p in keep])
-    clean_paths(paths, name, targets + [record], dryrun, mount_root=tree)
+    removed = clean_paths(paths, name, targets + [record], dryrun, mount_root=tree)
+    if not dryrun:
+        say_removed(paths, name, removed, "it was not made", "; the next run makes them again")
 
 
 def tasks(plan: Plan, build: Build) -> list[Task]:

@@ -141,6 +141,26 @@ def compiler_target() -> str:
 MACHINES = ("sandbox", "guest")  # what ``Platform.name`` (a machine's platform) can be
 
 
+class PlatformError(ValueError):
+    """A platform name that is no machine's (``AZL_PLATFORM=gust``, or ``host``, whose steps
+    are in the sandbox machine's plan): the message says what to type instead."""
+
+    def __init__(self, name: str):
+        if name == "host":
+            why = (
+                "the host is no plan of its own: its steps are in this machine's plan "
+                "(unset AZL_PLATFORM; `doit host` runs them, `doit list` shows them)"
+            )
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(name, MACHINES, n=1)
+            why = "no such platform" + (f" (did you mean {close[0]}?)" if close else "")
+        super().__init__(
+            f"AZL_PLATFORM={name}: {why}.\nAZL_PLATFORM takes sandbox or guest (unset: detected)."
+        )
+
+
 def plan_platforms(name: str) -> tuple[str, ...]:
     """The recipe platforms in the plan of a machine whose platform is ``name``, in the
     order a recipe listing several is resolved for: the guest's steps in the guest; the
@@ -160,7 +180,7 @@ def detect(
         or ("guest" if (steps / "bootstrap.cfg").exists() else "sandbox")
     )
     if name not in MACHINES:
-        raise ValueError(f"AZL_PLATFORM={name!r}: must be 'sandbox' or 'guest'")
+        raise PlatformError(name)
     jobs = config.jobs or default_jobs()
     if name == "guest":
         env = _guest_env(steps)

@@ -229,6 +229,41 @@ def resolve_url(base: str, url: str) -> str:
 class _Job:
     mirrors: list[Path]
     network: bool
+    missing: list[str] = field(default_factory=list)  # repositories that could not be had
+
+
+MIRROR_OPTIONS = (
+    "Put a bare repository (<owner>+<name>.git, <name>.git) or a bundle (<name>.bundle) of each "
+    "into a local git mirror: the project's mirror/, a directory named in `mirrors` of "
+    "azl-bootstrap.toml, or one of AZL_GIT_MIRRORS (colon-separated directories)"
+)
+
+
+def _why_not(pin: Pin, tried: list[str], network: bool) -> str:
+    """Why a repository could not be had: each local mirror's answer, and the URL's in a
+    few words (an unreachable host is said once, not as git's three fetch errors)."""
+    local = [t for t in tried if f" not found in {pin.url}" not in t]
+    remote = " ".join(t for t in tried if t not in local)
+    if not network and not _is_local(pin.url):
+        local.append("the network is off (the URL was not tried)")
+    elif any(w in remote for w in ("Could not resolve host", "unable to access", "Failed to co")):
+        local.append(f"{pin.url} cannot be reached (no network?)")
+    elif remote:
+        local.append(f"not found in {pin.url}")
+    if len(local) == 1 and not tried:
+        local.insert(0, "no local mirror has it")
+    return "\n    ".join(local)
+
+
+def missing_error(pin: Pin, missing: list[str], mirrors: Sequence[Path]) -> PinError:
+    """Every repository of ``pin`` that could not be had, and where to put them."""
+    looked = ", ".join(str(m) for m in mirrors) or "none exists"
+    return PinError(
+        f"{pin.label}: {len(missing)} repositor{'y' if len(missing) == 1 else 'ies'} of the "
+        f"pinned checkout {'is' if len(missing) == 1 else 'are'} in no local git mirror:\n  "
+        + "\n  ".join(missing)
+        + f"\n{MIRROR_OPTIONS}; local mirrors looked in: {looked}."
+    )
 
 
 def checkout(
@@ -244,6 +279,8 @@ def checkout(
     job = _Job([Path(m).absolute() for m in mirrors], network)
     try:
         record = _populate(job, pin, part, part / ".git", pin.label, "")
+        if job.missing:  # every missing repository at once, not one per run
+            raise missing_error(pin, job.missing, job.mirrors)
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)  # nothing half-made is left behind
         raise
@@ -290,8 +327,13 @@ def _populate(job: _Job, pin: Pin, work: Path, gitdir: Path, label: str, at: str
             return {"url": pin.url, "commit": pin.commit, "tree": tree, "origin": str(tarball),
                     "snapshot": True, "submodules": subs}  # fmt: skip
     if origin is None:
-        where = "\n  ".join(tried) or "no source: no local mirror has it and the network is off"
-        raise PinError(f"{label}: commit {pin.commit} of {pin.url} could not be had:\n  {where}")
+        why = _why_not(pin, tried, job.network)
+        job.missing.append(
+            f"{label}: commit {pin.commit} of {pin.url} could not be had:\n    {why}"
+        )
+        if not at:  # the top repository: nothing below it can be known
+            raise missing_error(pin, job.missing, job.mirrors)
+        return {"url": pin.url, "commit": pin.commit, "missing": True}  # the run fails at the end
     tree = git("--git-dir", gitdir, "rev-parse", f"{pin.commit}^{{tree}}")
     _check_tree(pin, tree, origin, label)
     git("--git-dir", gitdir, "update-ref", "refs/azl-pin/commit", pin.commit)
