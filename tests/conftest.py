@@ -21,6 +21,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# git bundles of live-bootstrap (and its submodules) and musl-cross-make, beside the checkout
+# (../shared/git/README.md): the tests' only local git mirror, used through the project's own
+# mirror options (a ``<name>.bundle`` in a mirror directory)
+SHARED_GIT = REPO.parent / "shared" / "git"
 
 
 # what the package builds export (tasks/model/platform.py build_env) and the guest's profile sets:
@@ -177,6 +181,24 @@ def real_project(root: Path, *names: str, keep_build: bool = False) -> Project:
         config += "keep_build = true\n"
     project.config(config)
     return project
+
+
+def shared_git(*names: str) -> Path:
+    """The bundle directory ``../shared/git``, checked to hold ``<name>.bundle`` for every
+    name; a missing bundle fails the test (naming it), never skips it."""
+    for name in names:
+        if not (SHARED_GIT / f"{name}.bundle").is_file():
+            pytest.fail(f"{SHARED_GIT / name}.bundle is missing (see ../shared/git/README.md)")
+    return SHARED_GIT
+
+
+@pytest.fixture
+def git_mirrors(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """``AZL_GIT_MIRRORS`` set to ``../shared/git`` (live-bootstrap's bundles) for the test and
+    the ``doit`` it starts; the directories, for calls that take them."""
+    mirrors = [shared_git("live-bootstrap", "stage0-posix")]
+    monkeypatch.setenv("AZL_GIT_MIRRORS", ":".join(map(str, mirrors)))
+    return mirrors
 
 
 def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
