@@ -192,13 +192,14 @@ def shared_git(*names: str) -> Path:
     return SHARED_GIT
 
 
-@pytest.fixture
-def git_mirrors(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """``AZL_GIT_MIRRORS`` set to ``../shared/git`` (live-bootstrap's bundles) for the test and
-    the ``doit`` it starts; the directories, for calls that take them."""
-    mirrors = [shared_git("live-bootstrap", "stage0-posix")]
-    monkeypatch.setenv("AZL_GIT_MIRRORS", ":".join(map(str, mirrors)))
-    return mirrors
+# the bootstrap Go of the sandbox's go1.23.1 (recipes/go.toml), which `./setup.sh --with-go`
+# installs (bookworm-backports' golang-1.22-go); CI installs it
+BOOTSTRAP_GO = Path("/usr/lib/go-1.22/bin/go")
+
+
+def find_go() -> str | None:
+    """The Go the Go tests use: the bootstrap Go, else one on PATH (a newer one may be there)."""
+    return str(BOOTSTRAP_GO) if BOOTSTRAP_GO.is_file() else shutil.which("go")
 
 
 def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
