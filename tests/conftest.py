@@ -21,6 +21,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# git bundles of live-bootstrap (and its submodules) and musl-cross-make, beside the checkout
+# (../shared/git/README.md): the tests' only local git mirror, used through the project's own
+# mirror options (a ``<name>.bundle`` in a mirror directory)
+SHARED_GIT = REPO.parent / "shared" / "git"
 
 
 # what the package builds export (tasks/model/platform.py build_env) and the guest's profile sets:
@@ -177,6 +181,25 @@ def real_project(root: Path, *names: str, keep_build: bool = False) -> Project:
         config += "keep_build = true\n"
     project.config(config)
     return project
+
+
+def shared_git(*names: str) -> Path:
+    """The bundle directory ``../shared/git``, checked to hold ``<name>.bundle`` for every
+    name; a missing bundle fails the test (naming it), never skips it."""
+    for name in names:
+        if not (SHARED_GIT / f"{name}.bundle").is_file():
+            pytest.fail(f"{SHARED_GIT / name}.bundle is missing (see ../shared/git/README.md)")
+    return SHARED_GIT
+
+
+# the bootstrap Go of the sandbox's go1.23.1 (recipes/go.toml), which `./setup.sh --with-go`
+# installs (bookworm-backports' golang-1.22-go); CI installs it
+BOOTSTRAP_GO = Path("/usr/lib/go-1.22/bin/go")
+
+
+def find_go() -> str | None:
+    """The Go the Go tests use: the bootstrap Go, else one on PATH (a newer one may be there)."""
+    return str(BOOTSTRAP_GO) if BOOTSTRAP_GO.is_file() else shutil.which("go")
 
 
 def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,6 @@
-"""The pinned live-bootstrap checkout for tests, made by ``tasks.sources.gitpin`` from local git
-mirrors (``AZL_GIT_MIRRORS`` or a ``.mirror`` directory above the repository), offline, with
-the pin of ``recipes/live-bootstrap.toml`` (commit, tree, submodules, skipped paths)."""
+"""The pinned live-bootstrap checkout for tests, made by ``tasks.sources.gitpin`` from the git
+bundles in ``../shared/git`` (a mirror directory of ``<name>.bundle`` files), offline, with the
+pin of ``recipes/live-bootstrap.toml`` (commit, tree, submodules, skipped paths)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import tomllib
 from pathlib import Path
 
 from tasks.sources import gitpin
+from tests.conftest import shared_git
 
 REPO = Path(__file__).resolve().parent.parent
 _RECIPE = tomllib.loads((REPO / "recipes" / "live-bootstrap.toml").read_text())
 LB_COMMIT: str = _RECIPE["commit"]
 
 
-def live_bootstrap(dst: Path) -> bool:
-    """The pinned checkout at ``dst``; False when no local mirror has the commit."""
-    pin = gitpin.Pin(
+def pin() -> gitpin.Pin:
+    """The recipe's pin of live-bootstrap."""
+    return gitpin.Pin(
         _RECIPE["url"],
         _RECIPE["commit"],
         _RECIPE["tree"],
@@ -24,8 +25,9 @@ def live_bootstrap(dst: Path) -> bool:
         _RECIPE.get("submodules", {}),
         tuple(_RECIPE.get("skip", ())),
     )
-    mirrors = gitpin.mirror_dirs(REPO)
-    if not mirrors or gitpin.offline_missing(pin, mirrors):
-        return False
-    gitpin.checkout(pin, dst, mirrors=mirrors, network=False)
-    return True
+
+
+def live_bootstrap(dst: Path) -> None:
+    """The pinned checkout at ``dst``, from the bundles (a missing bundle fails the test)."""
+    mirrors = [shared_git("live-bootstrap", "stage0-posix", "builder-hex0")]
+    gitpin.checkout(pin(), dst, mirrors=mirrors, network=False)

@@ -27,7 +27,7 @@ from tasks.build.action import BuildAction
 from tasks.build.systems import phases
 from tasks.engine.plan import Project as Plan
 from tasks.kinds.checkpoint import MachineIs
-from tests.conftest import REPO, Project, Result
+from tests.conftest import BOOTSTRAP_GO, REPO, Project, Result
 
 SEED_KEXEC = (
     "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0' /boot/vmlinuz"
@@ -356,15 +356,13 @@ def test_dropbear_is_started_in_the_machines_network() -> None:
 
 # --------------------------------------------------------------------------- slow: go1.23.1
 
-GO_BOOTSTRAP = Path("/usr/lib/go-1.22/bin/go")
-
 
 @pytest.mark.slow
 @pytest.mark.network
 def test_go1231_builds_from_source_in_the_sandbox(tmp_path: Path, archive: str) -> None:
-    if not GO_BOOTSTRAP.exists():
+    if not BOOTSTRAP_GO.exists():
         pytest.skip(
-            f"{GO_BOOTSTRAP} is missing: install bookworm-backports' golang-1.22-go "
+            f"{BOOTSTRAP_GO} is missing: install bookworm-backports' golang-1.22-go "
             "(tests/run_slow.sh does it)"
         )
     project = go_project(Project(tmp_path / "proj"))

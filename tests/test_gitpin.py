@@ -1,7 +1,8 @@
 """Git commit pins (tasks/sources/gitpin.py) against real repositories: one made by the test (commits, a
 submodule with its own submodule, a pull-request ref on no branch) served by a real
 ``git daemon`` on 127.0.0.1, as bare paths, as a bundle and as snapshot tarballs; and the real
-live-bootstrap and Azure Linux at their pinned commits where a local mirror has them."""
+live-bootstrap at its pinned commit from the git bundles in ../shared/git (Azure Linux too,
+where a bundle of it is there: the test inputs hold only tarballs of parts of its tree)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from tasks.sources.gitpin import (
     checkout_head,
     gitlinks,
     make_snapshot,
-    mirror_dirs,
     verify_source,
 )
+from tests.conftest import SHARED_GIT, shared_git
 
 REPO = Path(__file__).resolve().parent.parent
 UNREACHABLE = "https://unreachable.invalid/team"  # never contacted: network=False
@@ -410,10 +411,9 @@ AZL = Pin(
 
 
 def real_mirror(owner_name: str) -> list[Path]:
-    dirs = [d for d in mirror_dirs(REPO) if (d / owner_name / "repo").exists()]
-    if not dirs:
-        pytest.skip(f"no local git mirror of {owner_name} (AZL_GIT_MIRRORS or a .mirror dir)")
-    return dirs
+    """The mirror directories holding ``owner_name``'s repository: ``../shared/git`` with its
+    ``<name>.bundle`` (a missing bundle fails the test)."""
+    return [shared_git(owner_name.split("+", 1)[1])]
 
 
 def test_real_live_bootstrap_at_the_seed_commit_with_its_submodules(tmp_path: Path) -> None:
@@ -439,12 +439,15 @@ def test_real_live_bootstrap_at_the_seed_commit_with_its_submodules(tmp_path: Pa
 
 
 def test_real_azure_linux_commit_and_tree(tmp_path: Path) -> None:
-    mirrors = real_mirror("microsoft+azurelinux")
-    assert verify_source(AZL, mirrors[0] / "microsoft+azurelinux" / "repo") == AZL.tree
+    bundle = SHARED_GIT / "azurelinux.bundle"
+    if not bundle.is_file():  # ../shared/azurelinux has only tarballs of parts of the tree
+        pytest.skip(f"no {bundle}: the whole Azure Linux history is not among the test inputs")
+    gitdir = tmp_path / "azurelinux.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(gitdir))
+    git(gitdir, "fetch", "--quiet", str(bundle), "+refs/*:refs/*")
+    assert verify_source(AZL, gitdir) == AZL.tree
     with pytest.raises(PinError, match="expected tree 0{40}"):
-        verify_source(
-            Pin(AZL.url, AZL.commit, "0" * 40), mirrors[0] / "microsoft+azurelinux" / "repo"
-        )
+        verify_source(Pin(AZL.url, AZL.commit, "0" * 40), gitdir)
 
 
 def test_checkout_differs_names_a_moved_submodule(

@@ -21,15 +21,7 @@ from pathlib import Path
 import pytest
 
 from tasks.sources import gomodules
-
-
-def find_go() -> str | None:
-    found = shutil.which("go")
-    if found:
-        return found
-    return next((str(p) for p in sorted(Path("/usr/lib").glob("go-1.*/bin/go")) if p.is_file()),
-                None)  # fmt: skip
-
+from tests.conftest import find_go
 
 GO = find_go()
 pytestmark = pytest.mark.skipif(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Project, real_project
+from tests.conftest import REPO, Project, find_go, real_project
 from tests.httpserver import serve
 
 pytestmark = pytest.mark.skipif(
@@ -130,9 +130,7 @@ def test_openssl_programs_trust_the_bundle_through_the_recipes_link(https, tmp_p
 def test_go_reads_the_bundle_without_the_link(https, tmp_path: Path) -> None:
     """Go's crypto/x509 reads /etc/ssl/certs/ca-certificates.crt itself (the toolkit's go get
     and go build): no link, no SSL_CERT_FILE needed."""
-    go = shutil.which("go") or next(
-        (str(p) for p in Path("/usr/lib").glob("go-1.*/bin/go") if p.is_file()), None
-    )
+    go = find_go()
     if go is None:
         pytest.skip("no Go here (./setup.sh --with-go installs Debian's golang-1.22-go)")
     srv, etc_ssl = https

@@ -51,8 +51,7 @@ def test_after_step_builds_dropbear_and_lets_the_host_in(
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs root, unshare and ip (mount and network namespaces)")
     lb = tmp_path / "lb"
-    if not lbcheckout.live_bootstrap(lb):
-        pytest.skip("no local mirror of live-bootstrap (AZL_GIT_MIRRORS or .mirror)")
+    lbcheckout.live_bootstrap(lb)
     upper = tmp_path / "upper"
     for d in ("work", "m", "upper/steps/after/azl"):
         (tmp_path / d).mkdir(parents=True)

@@ -3,14 +3,13 @@ is that of `git archive | gzip -n` of the pinned commit, every sha1 the prepare 
 is musl-cross-make's own hashes/ file at that commit, and the tarballs Debian ships
 byte-identical are fetched and match both the recipe's sha256 and musl-cross-make's sha1.
 
-The pinned repository comes from AZL_GIT_MIRRORS (colon-separated directories holding
-<owner>+<name>/repo) or a `.mirror` directory above the checkout; the test skips without it.
+The pinned commit is fetched from musl-cross-make's git bundle in ../shared/git (through the
+project's gitpin, as from any mirror directory); a missing bundle fails the tests.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -18,20 +17,10 @@ from pathlib import Path
 import pytest
 
 from tasks.engine.recipeset import parse_recipe
-from tests.conftest import REPO
+from tasks.sources import gitpin
+from tests.conftest import REPO, shared_git
 
 RECIPE = REPO / "recipes" / "musl-cross-make.toml"
-
-
-def git_mirror(name: str) -> Path | None:
-    """The bare repository of ``owner+name`` from AZL_GIT_MIRRORS or a parent's .mirror."""
-    dirs = [Path(d) for d in os.environ.get("AZL_GIT_MIRRORS", "").split(":") if d]
-    dirs += [p / ".mirror" for p in REPO.parents]
-    for d in dirs:
-        repo = d / name / "repo"
-        if (repo / "HEAD").is_file() or (repo / "objects").is_dir():
-            return repo
-    return None
 
 
 def version():
@@ -41,10 +30,13 @@ def version():
 
 
 @pytest.fixture(scope="module")
-def mcm() -> Path:
-    repo = git_mirror("richfelker+musl-cross-make")
-    if repo is None:
-        pytest.skip("no local mirror of richfelker/musl-cross-make (AZL_GIT_MIRRORS)")
+def mcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare repository holding the pinned commit, fetched from the bundle by gitpin."""
+    snap = next(s for s in version().sources if s.git)
+    repo = tmp_path_factory.mktemp("mcm") / "musl-cross-make.git"
+    gitpin.git("init", "--quiet", "--bare", repo)
+    [bundle] = gitpin.local_sources(snap.git, [shared_git("musl-cross-make")])
+    gitpin.fetch_commit(repo, str(bundle), snap.ref, None)
     return repo
 
 

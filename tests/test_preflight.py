@@ -32,6 +32,67 @@ def tools() -> dict:
     return preflight.load_tools(REPO / "recipes")
 
 
+def cpu_quota() -> float | None:
+    """This process's CPU quota in cores, read here without the code under test: cgroup v2's
+    ``cpu.max`` or v1's ``cpu.cfs_quota_us / cpu.cfs_period_us`` of its cgroup and every
+    parent up to the mount; the smallest, or None."""
+    quotas = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, rel = line.split(":", 2)
+        if controllers == "":
+            base, files = Path("/sys/fs/cgroup"), ("cpu.max",)
+        elif "cpu" in controllers.split(","):
+            base = next(
+                (
+                    b
+                    for b in Path("/sys/fs/cgroup").glob("cpu*")
+                    if (b / "cpu.cfs_quota_us").exists()
+                ),
+                Path("/nonexistent"),
+            )
+            files = ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        here = base / rel.lstrip("/")
+        for d in [here, *here.parents]:
+            if not d.is_relative_to(base):
+                break
+            texts = [(d / f).read_text().split() if (d / f).exists() else [] for f in files]
+            if len(files) == 1 and texts[0] and texts[0][0] != "max":
+                quotas.append(int(texts[0][0]) / int(texts[0][1]))
+            elif len(files) == 2 and texts[0] and texts[1] and int(texts[0][0]) > 0:
+                quotas.append(int(texts[0][0]) / int(texts[1][0]))
+    return min(quotas) if quotas else None
+
+
+def measured_cores(project: Path, cpus: set[int] | None = None) -> tuple[int, str]:
+    """The cores ``python -m tasks.host.preflight`` reports, run on ``cpus`` (None: all)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.host.preflight", str(project)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    fig = json.loads((project / "cache/host/preflight-figures.json").read_text())["figures"]
+    assert f"cores      {fig['cores']} ({fig['cores_source']})" in r.stdout, r.stdout
+    return fig["cores"], fig["cores_source"]
+
+
+def test_cores_are_the_usable_cpus_and_the_cgroup_quota(project: Path) -> None:
+    """Expected figures from outside the code under test: coreutils' ``nproc`` (the CPUs this
+    process may run on), the cgroup files read here, and a run pinned to one CPU."""
+    nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)
+    quota = cpu_quota()
+    want = min(nproc, max(1, int(quota))) if quota is not None else nproc
+    cores, source = measured_cores(project)
+    assert cores == want, (cores, source, nproc, quota)
+    assert source == ("CPU affinity" if want == nproc else f"cgroup CPU quota {quota:g}")
+    one = {min(os.sched_getaffinity(0))}
+    assert measured_cores(project, one) == (1, "CPU affinity")
+
+
 def test_this_machine_real_figures_and_kvm(project: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "tasks.host.preflight", str(project)],
@@ -42,11 +103,6 @@ def test_this_machine_real_figures_and_kvm(project: Path) -> None:
     )
     figures = json.loads((project / "cache/host/preflight-figures.json").read_text())
     fig, kvm = figures["figures"], figures["kvm_probe"]
-    limit = preflight.cgroup_cpu_limit(
-        Path("/sys/fs/cgroup"), Path("/proc/self/cgroup").read_text()
-    )
-    cores = len(os.sched_getaffinity(0))
-    assert fig["cores"] == (min(cores, max(1, int(limit))) if limit else cores)
     ram = psutil.virtual_memory().total // preflight.MIB
     assert fig["ram_mib"] <= ram and (fig["ram_mib"] == ram) == (
         fig["ram_source"] == "physical memory"
@@ -283,6 +339,17 @@ def test_a_kvm_slower_than_tcg_is_not_usable(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 0.2))
     assert kvmprobe.kvm_usable("qemu", tcg=tcg).ok
+    # each half of the rule alone is not enough: 5x TCG but under 1 s is fine ...
+    fast_tcg = kvmprobe.Probe(True, "a tiny tcg guest booted and exited in 0.10 s", 0.1)
+    monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 0.5))
+    assert kvmprobe.kvm_usable("qemu", tcg=fast_tcg).ok
+    # ... and so is over 1 s on a machine where TCG itself takes 1 s (1.5x TCG)
+    slow_tcg = kvmprobe.Probe(True, "a tiny tcg guest booted and exited in 1.00 s", 1.0)
+    monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 1.5))
+    assert kvmprobe.kvm_usable("qemu", tcg=slow_tcg).ok
+    # both: over 1 s and over 2x TCG
+    monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 2.1))
+    assert not kvmprobe.kvm_usable("qemu", tcg=slow_tcg).ok
     # without a TCG yardstick only the hard timeout decides
     monkeypatch.setattr(kvmprobe, "guest_probe", lambda *a, **k: kvmprobe.Probe(True, "", 2.8))
     assert kvmprobe.kvm_usable("qemu").ok

@@ -413,17 +413,6 @@ def verify_source(pin: Pin, gitdir: Path) -> str:
     return tree
 
 
-def mirror_dirs(start: Path, env: Mapping[str, str] = os.environ) -> list[Path]:
-    """Local git mirror directories: those of ``AZL_GIT_MIRRORS`` (colon-separated), then a
-    ``.mirror`` directory in ``start`` or one of its parents."""
-    dirs = [Path(d) for d in env.get("AZL_GIT_MIRRORS", "").split(":") if d]
-    for parent in [start, *start.parents]:
-        if (parent / ".mirror").is_dir():
-            dirs.append(parent / ".mirror")
-            break
-    return [d for d in dirs if d.is_dir()]
-
-
 def offline_missing(pin: Pin, mirrors: Sequence[Path]) -> str | None:
     """Why ``pin`` cannot be checked out without the network: None if a local repository has
     the commit, a bundle could (its heads are not searched), or a snapshot tarball for it is
