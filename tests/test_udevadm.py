@@ -155,6 +155,18 @@ def test_settle_times_out_naming_the_node_it_cannot_make(udevadm: Path, loop: Lo
 
 
 @needs_loop
+def test_settle_without_sysfs_fails_at_once(udevadm: Path) -> None:
+    t0 = time.monotonic()
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs azl-nosys /sys && exec {udevadm} settle"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and time.monotonic() - t0 < 5, r.stderr
+    assert "cannot read /sys/class/block" in r.stderr and "sysfs" in r.stderr
+
+
+@needs_loop
 def test_settle_replaces_a_stale_node(udevadm: Path, loop: Loop) -> None:
     """A node left by an earlier image with other numbers (a static /dev keeps it) is
     replaced by the one sysfs names; a file in the way is reported, not removed."""

@@ -131,18 +131,17 @@ static int make_node(const char *node, dev_t dev)
 }
 
 /* One pass over /sys/class/block. With `fix`, make the missing nodes and replace device
- * nodes with wrong numbers. Returns how many nodes are still not right; with `report`,
- * names them on stderr. */
+ * nodes with wrong numbers. Returns how many nodes are still not right (with `report`,
+ * naming them on stderr), or -1 when there is no sysfs to read. */
 static int pass(int fix, int report)
 {
 	DIR *d = opendir(SYS_BLOCK);
 	struct dirent *e;
 	int bad = 0;
 	if (!d) {
-		if (report)
-			fprintf(stderr, "udevadm: cannot read %s: %s (is sysfs mounted?)\n",
-				SYS_BLOCK, strerror(errno));
-		return 1;
+		fprintf(stderr, "udevadm: cannot read %s: %s (is sysfs mounted on /sys?)\n",
+			SYS_BLOCK, strerror(errno));
+		return -1;
 	}
 	while ((e = readdir(d))) {
 		char path[512], buf[64], name[256], node[300];
@@ -189,8 +188,9 @@ static int settle(long timeout_s, const char *exit_if_exists)
 		int last = t >= deadline;
 		if (exit_if_exists && access(exit_if_exists, F_OK) == 0)
 			return 0;
-		if (pass(t - start >= grace || last, last) == 0)
-			return 0;
+		int bad = pass(t - start >= grace || last, last);
+		if (bad <= 0)
+			return bad ? 1 : 0; /* no sysfs: nothing will change by waiting */
 		if (last) {
 			fprintf(stderr, "udevadm settle: timed out after %ld s with the nodes above "
 				"not right\n", timeout_s);
@@ -247,7 +247,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[i], "trigger"))
-		return pass(1, 1) ? 1 : 0;
+		return pass(1, 1) ? 1 : 0; /* -1 (no sysfs) too */
 	if (strcmp(argv[i], "settle")) {
 		fprintf(stderr, "udevadm: '%s' is not supported: this udevadm (azl-bootstrap's, "
 			"no udevd) has only settle, trigger and --version\n", argv[i]);
