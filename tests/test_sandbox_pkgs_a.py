@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    AZL_SPECS,
     Project,
     azurelinux_spec_files,
     links_into_sandbox,
@@ -82,8 +83,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory, archive: str) -> Project:
     the fetch verifies by the recipe's sha256 as it would the downloads."""
     work = tmp_path_factory.mktemp("pkgs_a")
     tree = work / "azurelinux-SPECS-cdrkit"
-    azurelinux_spec_files(tree, "cdrkit")
-    return real_project(work / "proj", *RECIPES, mirrors=(tree,))
+    if AZL_SPECS.is_file():  # else only the cdrkit test skips
+        azurelinux_spec_files(tree, "cdrkit")
+    return real_project(work / "proj", *RECIPES, mirrors=(tree,) if tree.is_dir() else ())
 
 
 def build(project: Project, name: str, timeout: float = 3600) -> None:
@@ -293,6 +295,8 @@ def test_cmake_builds_a_project(shared: Project, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cdrkit_genisoimage_writes_an_iso(shared: Project, tmp_path: Path) -> None:
+    if not AZL_SPECS.is_file():
+        pytest.skip(f"{AZL_SPECS} is missing: cdrkit's patches come from the pinned tree")
     build(shared, "cdrkit", timeout=7200)
     genisoimage = shared.installed("bin/genisoimage")
     version = run(genisoimage, "-version")
