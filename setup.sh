@@ -38,6 +38,9 @@ declare -A need=(
   # the VM and the guest link (tasks/guest/vm.py, tasks/guest/link.py) and their tests' guest and sshd
   [qemu-img]=qemu-utils [ssh]=openssh-client [sshd]=openssh-server [dropbear]=dropbear-bin
   [cpio]=cpio [unshare]=util-linux
+  # the ISO tools' tests (tests/test_udevadm.py, tests/test_sandbox_pkgs_a.py's cdrkit): a FAT
+  # EFI image and its files, and a reader of the ISO's El Torito catalogue
+  [mkfs.vfat]=dosfstools [mcopy]=mtools [xorriso]=xorriso [file]=file [partx]=util-linux
 )
 missing=()
 for tool in "${!need[@]}"; do

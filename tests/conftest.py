@@ -165,18 +165,21 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path / "proj")
 
 
-def real_project(root: Path, *names: str, keep_build: bool = False) -> Project:
+def real_project(
+    root: Path, *names: str, keep_build: bool = False, mirrors: tuple[Path, ...] = ()
+) -> Project:
     """A project at ``root`` with copies of the repository's recipes ``names`` (dependencies
     included by the caller) and their files (``recipes/<name>/``), the repository's
-    ``mirror/`` as a local mirror, two jobs."""
+    ``mirror/`` and ``mirrors`` as local mirrors, two jobs."""
     project = Project(root)
     for name in names:
         shutil.copy(REPO / "recipes" / f"{name}.toml", project.root / "recipes")
         if (REPO / "recipes" / name).is_dir():
             shutil.copytree(REPO / "recipes" / name, project.root / "recipes" / name)
     config = 'platform = "sandbox"\njobs = 2\n'
-    if (REPO / "mirror").is_dir():
-        config += f"mirrors = [{json.dumps(str(REPO / 'mirror'))}]\n"
+    local = [*mirrors, *([REPO / "mirror"] if (REPO / "mirror").is_dir() else [])]
+    if local:
+        config += f"mirrors = {json.dumps([str(m) for m in local])}\n"
     if keep_build:
         config += "keep_build = true\n"
     project.config(config)
@@ -257,3 +260,26 @@ def dropbear_tarball(tmp_path_factory: pytest.TempPathFactory, archive: str) -> 
     dest = tmp_path_factory.mktemp("dropbear") / src["file"]
     fetch([f"{archive}/pool/{src['debian']}"], dest, src["sha256"], progress=False)
     return dest
+
+
+# The pinned Azure Linux tree's SPECS that tests need (../shared/azurelinux/README.md)
+AZL_SPECS = REPO.parent / "shared" / "azurelinux" / "specs-6a8b54d4.tar.gz"
+
+
+def azurelinux_spec_files(dest: Path, package: str) -> dict[str, Path]:
+    """The files of ``SPECS/<package>/`` of the pinned tree, written to ``dest`` (by name).
+    Skips the test when ../shared holds no copy of the tree's SPECS."""
+    if not AZL_SPECS.is_file():
+        pytest.skip(f"{AZL_SPECS} is missing (the pinned tree's SPECS, see its README)")
+    dest.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    with tarfile.open(AZL_SPECS) as tar:
+        for member in tar:
+            parts = Path(member.name).parts  # azurelinux-<commit>/SPECS/<package>/<file>
+            if member.isfile() and len(parts) == 4 and parts[1:3] == ("SPECS", package):
+                f = tar.extractfile(member)
+                assert f is not None
+                out[parts[3]] = dest / parts[3]
+                out[parts[3]].write_bytes(f.read())
+    assert out, f"{AZL_SPECS} has no SPECS/{package}/"
+    return out

@@ -208,13 +208,64 @@ def make_guest(work: Path, *, ssh: bool = True) -> TestGuest:
     _script(
         initramfs / "init", INITRAMFS_INIT.format(insmods="\n".join(f"insmod {m}" for m in mods))
     )
-    files = sorted(str(p.relative_to(initramfs)) for p in initramfs.rglob("*"))
-    initrd = work / "initrd.cpio"
-    with open(initrd, "wb") as out:
-        subprocess.run(
-            ["cpio", "-o", "-H", "newc", "--quiet", "-R", "0:0"],
-            cwd=initramfs, input="\n".join(files).encode(), stdout=out, check=True,
-        )  # fmt: skip
+    initrd = _cpio(initramfs, work / "initrd.cpio")
     shutil.rmtree(initramfs)
     shutil.rmtree(root)
     return TestGuest(disk, Path(f"/boot/vmlinuz-{release}"), initrd, keys / "host_key.pub", client)
+
+
+def _cpio(root: Path, initrd: Path) -> Path:
+    """``root`` as a newc cpio archive (an initramfs), every file owned by root."""
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    with open(initrd, "wb") as out:
+        subprocess.run(
+            ["cpio", "-o", "-H", "newc", "--quiet", "-R", "0:0"],
+            cwd=root, input="\n".join(files).encode(), stdout=out, check=True,
+        )  # fmt: skip
+    return initrd
+
+
+def initramfs_guest(
+    work: Path, init: str, modules: tuple[str, ...], files: dict[str, Path]
+) -> tuple[Path, Path]:
+    """A guest that is only an initramfs, for a test that needs a kernel with drivers this
+    machine's kernel lacks: static busybox, ``modules`` with their dependencies (``init``'s
+    ``{insmods}`` loads them, in order), ``files`` copied to their paths in it, ``init`` as
+    /init. Returns the kernel and the initramfs; the guest ends with ``poweroff -f``."""
+    release = kernel_release()
+    assert release, "no readable /boot/vmlinuz-* with its modules"
+    root = work / "initramfs"
+    _busybox(root)
+    mods = _copy_modules(release, modules, root)
+    for rel, src in files.items():
+        dest = root / rel.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    _script(root / "init", init.format(insmods="\n".join(f"insmod {m}" for m in mods)))
+    initrd = _cpio(root, work / "initrd.cpio")
+    shutil.rmtree(root)
+    return Path(f"/boot/vmlinuz-{release}"), initrd
+
+
+def boot_initramfs(kernel: Path, initrd: Path, timeout: float = 600) -> str:
+    """Boot an ``initramfs_guest`` under TCG qemu until it powers off; its console output.
+    qemu is stopped (by its PID) whatever happens."""
+    cmd = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-smp", "1",
+        "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", "console=ttyS0 quiet panic=-1",
+        "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out.decode(errors="replace")
