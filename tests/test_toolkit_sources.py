@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.sources.gitpin import make_snapshot
 from tasks.sources.toolkitlist import SUMS, DirTree, read_lists
 from tests.conftest import REPO, Project, Result
 from tests.httpserver import Server, serve
@@ -329,6 +330,33 @@ def test_without_the_tree_at_load_the_step_reads_it_when_it_runs(tk: Toolkit, wh
     assert f"0 file(s) fetched, 0.0 MiB; {len(tk.files)} re-verified in place" in again.out
     assert len(tk.srv.requests) == asked
     assert ok(tk.doit("toolkit-sources")).packages_ran() == []
+
+
+def test_the_lists_are_read_from_a_snapshot_tarball_in_the_mirror(tk: Toolkit) -> None:
+    """Where only a snapshot of the commit is at hand (the guest's push carries one): the
+    list is known when the tasks are made, so the files are the mirror's tasks at once."""
+    tree_recipe = tk.project.root / "recipes" / "azurelinux.toml"
+    text = tree_recipe.read_text()
+    url = text.split('url = "', 1)[1].split('"', 1)[0]
+    commit = text.split('commit = "', 1)[1].split('"', 1)[0]
+    make_snapshot(
+        Path(url) / ".git",
+        commit,
+        tk.project.root / "mirror" / f"azurelinux-{commit}.tar.gz",
+        f"azurelinux-{commit}",
+    )
+    tree_recipe.write_text(
+        text.replace(f'url = "{url}"', f'url = "{UNREACHABLE}/microsoft/azurelinux"')
+    )
+    conf = tk.project.root / "azl-bootstrap.toml"
+    conf.write_text(conf.read_text().replace("azurelinux_stages = true\n", ""))
+    r = ok(tk.doit("toolkit-sources"))
+    assert {f"mirror:{f}" for f in tk.files} <= set(r.ran), r.out
+    assert not (tk.project.root / "mirror" / "azurelinux.git").exists()
+    record = json.loads(
+        (tk.project.root / "cache/toolkit-sources/toolkit-sources.json").read_text()
+    )
+    assert sorted(record["files"]) == sorted(tk.files)
 
 
 def test_recipe_mistakes_name_file_and_field(tk: Toolkit) -> None:

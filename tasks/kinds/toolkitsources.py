@@ -5,8 +5,9 @@ mirror, laid out where the toolkit stages serve them from (issue 18).
 tree's own at that commit (``tasks.sources.toolkitlist``: the raw toolchain's
 ``toolchain-sha256sums`` with the kernel tarball, and the SPECs' ``*.signatures.json``), read
 when the tasks are made from any git directory that has the commit (the tree's own, the
-pin's URL if it is a local path, a local git mirror) or from the checked-out tree, and kept
-in ``cache/toolkit-sources/`` by commit id. Every file is a source of this step, so the loader
+pin's URL if it is a local path, a local git mirror), from the checked-out tree, or from a
+snapshot tarball ``azurelinux-<commit>.tar.gz`` in a local mirror, and kept in
+``cache/toolkit-sources/`` by commit id. Every file is a source of this step, so the loader
 makes its ``mirror:<file>`` task like any other (resume, fallbacks: the toolkit's source
 server, the upstream URL, Debian's byte-identical ``.orig`` that ``debian`` names; the
 summary, ``mirror/SHA256SUMS``, the offline report naming each missing file and its URLs).
@@ -47,6 +48,7 @@ from tasks.sources.gitpin import (
     has_commit,
     local_sources,
     repo_name,
+    snapshot_tarballs,
 )
 from tasks.sources.lbmirror import layout
 from tasks.sources.mirror import MirrorSettings, fetch_source, write_sums
@@ -56,6 +58,7 @@ from tasks.sources.toolkitlist import (
     GitTree,
     Item,
     ListError,
+    TarTree,
     TreeFiles,
     cached_lists,
     with_debian,
@@ -150,6 +153,8 @@ def _trees(plan: Plan, build: Build) -> list[TreeFiles]:
         made = {}
     if made.get("commit") == pin.commit:  # a tree checked out from a verified snapshot
         found.append(DirTree(checkout))
+    # a snapshot tarball (read, not verified here: the tree's checkout verifies its tree id)
+    found += [TarTree(t) for t in snapshot_tarballs(pin.url, pin.commit, git_mirrors(plan))]
     return found
 
 

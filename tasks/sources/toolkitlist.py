@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -150,6 +151,53 @@ class DirTree:
             for d in sorted(specs.iterdir())
             if d.is_dir()
         }
+
+    def read_many(self, paths: list[str]) -> dict[str, str]:
+        return {p: t for p in paths if (t := self.read(p)) is not None}
+
+
+class TarTree:
+    """The tree in a snapshot tarball (``git archive`` with one top directory, as
+    ``tasks.sources.gitpin.make_snapshot`` makes it), read in one pass on first use: the
+    toolkit's lists and the SPECs' file names and signatures only."""
+
+    WANTED = (SUMS, REMOTE_LIST, BYPASS, MAKEFILE, OFFICIAL)
+
+    def __init__(self, tarball: Path):
+        self.tarball = tarball
+        self._texts: dict[str, str] | None = None
+        self._specs: dict[str, list[str]] = {}
+
+    def _load(self) -> dict[str, str]:
+        if self._texts is None:
+            texts: dict[str, str] = {}
+            try:
+                with tarfile.open(self.tarball, "r:*") as tar:
+                    for m in tar:
+                        path = m.name.split("/", 1)[1] if "/" in m.name else ""
+                        parts = path.split("/")
+                        if not m.isfile() or not path:
+                            continue
+                        if parts[0] == "SPECS" and len(parts) >= 3:
+                            self._specs.setdefault("/".join(parts[:2]), []).append(
+                                "/".join(parts[2:])
+                            )
+                        sig = len(parts) == 3 and parts[2].endswith(".signatures.json")
+                        if (path in self.WANTED or (parts[0] == "SPECS" and sig)) and (
+                            f := tar.extractfile(m)
+                        ):
+                            texts[path] = f.read().decode("utf-8", "replace")
+            except (tarfile.TarError, OSError) as e:
+                raise ListError(f"{self.tarball}: not a readable snapshot: {e}") from None
+            self._texts = texts
+        return self._texts
+
+    def read(self, path: str) -> str | None:
+        return self._load().get(path)
+
+    def spec_files(self) -> dict[str, list[str]]:
+        self._load()
+        return self._specs
 
     def read_many(self, paths: list[str]) -> dict[str, str]:
         return {p: t for p in paths if (t := self.read(p)) is not None}
