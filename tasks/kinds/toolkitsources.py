@@ -42,6 +42,7 @@ from tasks.kinds.git import git_mirrors
 from tasks.model.config import Config, Paths
 from tasks.model.recipe import Build, Checker, Recipe, RecipeError, Source, Version
 from tasks.sources.gitpin import (
+    Pin,
     PinError,
     fetch_commit,
     git,
@@ -120,7 +121,20 @@ def outputs(plan: Plan, build: Build) -> list[str]:
     return [str(record_path(plan.paths, build.name))]
 
 
-def _tree(plan: Plan, build: Build) -> tuple[Recipe, Any]:
+@dataclass(frozen=True)
+class Where:
+    """Where this machine may read the tree at the pinned commit (plain data: the action
+    keeps it, and an action may be pickled)."""
+
+    recipe: Path  # the toolkitsources recipe, for messages
+    pin: Pin
+    checkout: Path  # the tree's directory on this platform
+    mirrors: tuple[Path, ...]  # local git mirror directories
+    cache: Path  # cache/toolkit-sources
+    debian: dict[str, str] = field(default_factory=dict)
+
+
+def where(plan: Plan, build: Build) -> Where:
     spec: ToolkitSources = build.recipe.spec
     recipe = plan.recipes.get(spec.tree)
     if recipe is None or recipe.kind != "tree":
@@ -131,16 +145,23 @@ def _tree(plan: Plan, build: Build) -> tuple[Recipe, Any]:
             "tree",
             f"{spec.tree!r} pins no commit: the lists are read at the tree's pinned commit",
         )
-    return recipe, recipe.spec.pin
+    return Where(
+        build.recipe.path,
+        recipe.spec.pin,
+        tree_dir(plan.paths.project, plan.config, plan.platform, recipe.spec),
+        tuple(git_mirrors(plan)),
+        directory(plan.paths),
+        spec.debian,
+    )
 
 
-def _trees(plan: Plan, build: Build) -> list[TreeFiles]:
+def _trees(w: Where) -> list[TreeFiles]:
     """Where the tree at the pinned commit can be read on this machine, best first: git
-    directories that have the commit, then the checked-out tree if it was made from it."""
-    recipe, pin = _tree(plan, build)
-    checkout = tree_dir(plan.paths.project, plan.config, plan.platform, recipe.spec)
+    directories that have the commit, the checked-out tree if it was made from it, snapshot
+    tarballs of the commit."""
+    pin = w.pin
     here = [Path(pin.url)] if pin.url.startswith("/") else []
-    stores = [checkout / ".git", *here, *local_sources(pin.url, git_mirrors(plan))]
+    stores = [w.checkout / ".git", *here, *local_sources(pin.url, w.mirrors)]
     stores = [s / ".git" if (s / ".git" / "HEAD").exists() else s for s in stores]
     found: list[TreeFiles] = [
         GitTree(s, pin.commit)
@@ -148,41 +169,38 @@ def _trees(plan: Plan, build: Build) -> list[TreeFiles]:
         if (s / "HEAD").exists() and has_commit(s, pin.commit)
     ]
     try:
-        made = json.loads((checkout / ".git" / MARKER).read_text())
+        made = json.loads((w.checkout / ".git" / MARKER).read_text())
     except (OSError, ValueError):
         made = {}
     if made.get("commit") == pin.commit:  # a tree checked out from a verified snapshot
-        found.append(DirTree(checkout))
+        found.append(DirTree(w.checkout))
     # a snapshot tarball (read, not verified here: the tree's checkout verifies its tree id)
-    found += [TarTree(t) for t in snapshot_tarballs(pin.url, pin.commit, git_mirrors(plan))]
+    found += [TarTree(t) for t in snapshot_tarballs(pin.url, pin.commit, w.mirrors)]
     return found
 
 
 class _Lazy:
     """The trees, looked for only if the cached list is not there (git calls cost)."""
 
-    def __init__(self, plan: Plan, build: Build):
-        self.plan, self.build = plan, build
+    def __init__(self, w: Where):
+        self.w = w
 
     def __iter__(self):  # noqa: ANN204
-        return iter(_trees(self.plan, self.build))
+        return iter(_trees(self.w))
 
 
-def items(plan: Plan, build: Build) -> list[Item] | None:
+def read_items(w: Where) -> list[Item] | None:
     """The toolkit's downloads (None if no tree at the commit can be read here yet)."""
-    _, pin = _tree(plan, build)
     try:
-        found = cached_lists(directory(plan.paths), pin.commit, _Lazy(plan, build))
+        found = cached_lists(w.cache, w.pin.commit, _Lazy(w))
     except ListError as e:
-        raise RecipeError(
-            build.recipe.path, "tree", f"the tree at {pin.commit[:12]}: {e}"
-        ) from None
-    return None if found is None else with_debian(found, build.recipe.spec.debian)
+        raise RecipeError(w.recipe, "tree", f"the tree at {w.pin.commit[:12]}: {e}") from None
+    return None if found is None else with_debian(found, w.debian)
 
 
 def sources(plan: Plan, build: Build) -> tuple[Source, ...]:
     """The toolkit's downloads as mirror sources, if the list can be read now."""
-    return tuple(i.source for i in items(plan, build) or ())
+    return tuple(i.source for i in read_items(where(plan, build)) or ())
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -191,24 +209,26 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 class LayoutAction:
-    def __init__(self, plan: Plan, build: Build, known: list[Item] | None, sums: dict[str, str]):
-        self.plan, self.build, self.known, self.sums = plan, build, known, sums
-        self.paths: Paths = plan.paths
-        self.settings: MirrorSettings = plan.mirror
+    def __init__(
+        self, w: Where, name: str, paths: Paths, settings: MirrorSettings,
+        known: list[Item] | None, sums: dict[str, str],
+    ):  # fmt: skip
+        self.w, self.name, self.paths, self.settings = w, name, paths, settings
+        self.known, self.sums = known, sums
 
     def __call__(self) -> TaskFailed | dict[str, Any]:
         lock.acquire(self.paths.state)
         found = self.known
         if found is None:  # the list was not readable when the tasks were made: read it now
             try:
-                found = items(self.plan, self.build)
+                found = read_items(self.w)
+                why = None if found is not None else self._fetch_tree()
+                if found is None and why is None:
+                    found = read_items(self.w)
             except RecipeError as e:
                 return TaskFailed(str(e))
             if found is None:
-                why = self._fetch_tree()
-                found = None if why else items(self.plan, self.build)
-            if found is None:
-                _, pin = _tree(self.plan, self.build)
+                pin = self.w.pin
                 return TaskFailed(
                     f"the Azure Linux tree at {pin.commit} is in no git directory here and "
                     f"not checked out ({why or 'no lists in it'}): put a bare repository of it "
@@ -237,9 +257,8 @@ class LayoutAction:
         sums = dict(self.sums) | {i.source.file: i.source.sha256 for i in found}
         present = {f: h for f, h in sums.items() if (self.paths.mirror / f).exists()}
         write_sums(self.paths.mirror / "SHA256SUMS", present)
-        record = record_path(self.paths, self.build.name)
-        atomic_write(record, (json.dumps(_record(self.plan, self.build, found), indent=1,
-                                         sort_keys=True) + "\n").encode())  # fmt: skip
+        text = json.dumps(_record(self.w.pin.commit, found), indent=1, sort_keys=True)
+        atomic_write(record_path(self.paths, self.name), (text + "\n").encode())
         by_set = {s: sum(s in i.sets for i in found) for s in SETS}
         print(
             f"{len(files)} toolkit sources in {os.path.relpath(served)} "
@@ -252,7 +271,7 @@ class LayoutAction:
     def _fetch_tree(self) -> str | None:
         """Not offline: bring the pinned commit into ``mirror/<name>.git`` (where the
         tree's own checkout looks too); why not, or None."""
-        _, pin = _tree(self.plan, self.build)
+        pin = self.w.pin
         if self.settings.offline:
             return "offline"
         gitdir = self.paths.mirror / f"{repo_name(pin.url)}.git"
@@ -268,10 +287,9 @@ class LayoutAction:
         return f"lay the Azure Linux toolkit's sources out in {served_dir(self.paths)}"
 
 
-def _record(plan: Plan, build: Build, found: list[Item]) -> dict[str, Any]:
-    _, pin = _tree(plan, build)
+def _record(commit: str, found: list[Item]) -> dict[str, Any]:
     return {
-        "commit": pin.commit,
+        "commit": commit,
         "files": {
             i.source.file: {
                 "sha256": i.source.sha256,
@@ -286,16 +304,20 @@ def _record(plan: Plan, build: Build, found: list[Item]) -> dict[str, Any]:
 
 
 def tasks(plan: Plan, build: Build) -> list[Task]:
-    known = items(plan, build)
+    w = where(plan, build)
+    known = read_items(w)
     sums = {f: s.sha256 for f, (s, _) in getattr(plan, "sources", {}).items()}
     file_dep, order = dependency_inputs(plan, build)
     served = served_dir(plan.paths)
     listed = [i.source for i in known or ()]
-    signature = {"files": {s.file: s.sha256 for s in listed}, "known": known is not None}
+    signature = {
+        "files": {s.file: [s.sha256, s.debian] for s in listed},
+        "known": known is not None,
+    }
     return [
         make_task(
             name=build.name,
-            actions=[LayoutAction(plan, build, known, sums)],
+            actions=[LayoutAction(w, build.name, plan.paths, plan.mirror, known, sums)],
             file_dep=file_dep,
             task_dep=[f"mirror:{s.file}" for s in listed] + order,
             targets=[str(record_path(plan.paths, build.name))]
