@@ -394,3 +394,34 @@ def test_the_pinned_trees_own_lists(tmp_path: Path) -> None:
     # every file the real recipe sends to Debian is one the tree lists, with that sha256
     debian = tomllib.loads((RECIPES / "toolkit-sources.toml").read_text())["debian"]
     assert set(debian) <= set(items)
+
+
+def test_the_stages_server_serves_only_listed_files_of_the_mirror(tmp_path: Path) -> None:
+    """tasks/toolkit/sourceserver.py through urllib: a listed file whole (GET and HEAD), a 404
+    for a file the lists do not name and for a listed one that is not there, each noted."""
+    import urllib.error
+    import urllib.request
+
+    from tasks.toolkit.sourceserver import serve as serve_sources
+
+    (tmp_path / "a.tar.gz").write_bytes(b"A" * 100_000)
+    (tmp_path / "secret").write_bytes(b"not listed")
+    with serve_sources(tmp_path, {"a.tar.gz", "gone.tar.gz"}) as srv:
+        assert srv.url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{srv.url}/a.tar.gz", timeout=10) as r:
+            assert r.read() == b"A" * 100_000
+        head = urllib.request.Request(f"{srv.url}/a.tar.gz", method="HEAD")
+        with urllib.request.urlopen(head, timeout=10) as r:
+            assert r.headers["Content-Length"] == "100000" and r.read() == b""
+        for name in ("secret", "gone.tar.gz", "../a.tar.gz"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{srv.url}/{name}", timeout=10)
+            assert e.value.code == 404, name
+    assert srv.sent == ["a.tar.gz"]
+    assert [r.split(" ", 1)[1] for r in srv.refused] == [
+        "(not a listed toolkit source)",
+        "(listed, but not in the mirror)",
+        "(not a listed toolkit source)",
+    ]
+    with pytest.raises(OSError):  # stopped with the block
+        urllib.request.urlopen(f"{srv.url}/a.tar.gz", timeout=2)
