@@ -228,6 +228,9 @@ def test_the_host_fetches_the_lists_through_the_mirror_then_nothing(tk: Toolkit)
     assert f"beta-2.0.tar.gz  0.0 MiB  from {tk.srv.url('upstream/beta-2.0.tar.gz')}" in r.out
     again = ok(tk.doit("toolkit-sources"))
     assert "toolkit-sources" not in again.packages_ran(), again.out
+    ok(tk.doit("clean", "toolkit-sources"))  # the links and the record; never the mirror
+    assert not list(tk.served.iterdir())
+    assert all((mirror / name).read_bytes() == data for name, data in tk.files.items())
 
 
 def test_the_stages_get_every_file_from_the_mirror_and_no_network(tk: Toolkit) -> None:
