@@ -66,6 +66,7 @@ GIT_ENV = {
 # "cannot find -lgcc_s" would make every failure look retryable.
 MAKEFILE = """\
 # Stand-in for the Azure Linux toolkit/Makefile: its target names and output paths only.
+SOURCE_URL ?= http://127.0.0.1:9/sources/core
 TOOLS := {tools}
 TOOL_BINS_DIR := $(CURDIR)/out/tools
 BUILD_DIR := $(abspath $(CURDIR)/../build)
@@ -134,6 +135,14 @@ done
 """
 
 
+TOOLKIT_LISTS = (
+    "container/toolchain-sha256sums",
+    "container/toolchain-remote-wget-list",
+    "container/bypass_container.sh",
+    "build_official_toolchain_rpms.sh",
+)
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, **GIT_ENV}
     return subprocess.run(
@@ -155,6 +164,8 @@ def stand_in_repo(where: Path, extra: dict[str, str] | None = None) -> tuple[Pat
         "toolkit/scripts/safeunmount.sh": SAFEUNMOUNT,
         "toolkit/tools/go.mod": "module stand-in\n\ngo 1.23.0\n",
         "SPECS/debootstrap/debootstrap.spec": "Name: debootstrap\nVersion: 1.0.128+nmu2\n",
+        # the toolkit's own download lists (recipes/toolkit-sources.toml), empty here
+        **{f"toolkit/scripts/toolchain/{f}": "" for f in TOOLKIT_LISTS},
         ".gitignore": "/build/\n/out/\n/toolkit/out/\n",
         **(extra or {}),
     }
@@ -224,7 +235,7 @@ def make_azl(project: Project, tmp_path: Path, tree_text: str | None = None) -> 
     repo, ref, sha = stand_in_repo(tmp_path / "upstream")
     recipes = project.root / "recipes"
     (recipes / "azurelinux.toml").write_text(pinned_tree(repo, ref, sha, tree_text))
-    for stage in STAGES:
+    for stage in (*STAGES, "toolkit-sources"):
         shutil.copy(RECIPES / f"{stage}.toml", recipes)
     for session in SESSIONS:  # guest-only: dropped from the sandbox's plan
         shutil.copy(RECIPES / f"{session}.toml", recipes)
@@ -247,7 +258,7 @@ def built(azl: Azl) -> Result:
     """``doit toolchain`` from nothing: the mock packages, the tree, go-tools, toolchain."""
     r = ok(azl.doit("toolchain"))
     assert set(r.packages_ran()) == {
-        "pkg", "go", "azurelinux", "go-tools", "raw-toolchain", "toolchain",
+        "pkg", "go", "azurelinux", "go-tools", "raw-toolchain", "toolchain", "toolkit-sources",
     }  # fmt: skip
     return r
 

@@ -24,7 +24,8 @@ MAKE_OWN = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "PWD", "SHLVL",
 # make exports the variables of its command line (the stage's make_vars)
 MAKE_VARS = {"go-tools": {"REBUILD_TOOLS"}, "raw-toolchain": {
     "REBUILD_TOOLS", "REBUILD_TOOLCHAIN", "NO_TOOLCHAIN_CONTAINER", "PACKAGE_URL_LIST", "REPO_LIST",
-    "DISABLE_UPSTREAM_REPOS"}}  # fmt: skip
+    "DISABLE_UPSTREAM_REPOS",
+    "SOURCE_URL"}}  # fmt: skip  # SOURCE_URL: the mirror served on 127.0.0.1 (toolkit_sources)
 
 
 def dumped(azl: Azl, name: str) -> dict[str, str]:
@@ -41,6 +42,7 @@ def test_no_package_variable_reaches_the_toolkit(project: Project, tmp_path: Pat
         got = dumped(azl, stage)
         assert set(got) - MAKE_OWN - MAKE_VARS[stage] == {"PATH", "HOME", "GOARCH", "GOTOOLCHAIN"}
         assert (got["GOARCH"], got["GOTOOLCHAIN"], got["HOME"]) == ("amd64", "local", str(home))
+        assert got.get("SOURCE_URL", "http://127.0.0.1:").startswith("http://127.0.0.1:")
         dirs = got["PATH"].split(":")
         assert dirs[0].endswith("/usr/lib/go/bin")  # ${GO_BIN}: the go package's go first
         sandbox = str(azl.project.sandbox_root / "usr")

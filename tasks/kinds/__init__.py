@@ -1,20 +1,21 @@
 """The kinds of recipe: every step of the DAG is a recipe in ``recipes/``, and its ``kind``
 (default ``"package"``) names the module here that turns it into doit tasks.
 
-========== ================================================================================
-kind       what
-========== ================================================================================
-package    a package built from its sources (``build_system``): the manifest is its output
-checkpoint done while the running machine is ``running_machine`` (the kexec)
-session    redone exactly while its ``check`` command fails (a mount, a running daemon)
-tree       the Azure Linux tree: a git snapshot made a git repository, with fixes
-stage      a make target of the Azure Linux toolkit: safe unmount, bounded retry
-git        a pinned git checkout (commit and tree ids, submodules at their recorded commits)
-distfiles  live-bootstrap's distfiles through the mirror, laid out where rootfs.py reads them
-preflight  the host's figures, KVM and tools against what the run needs; the sizes it picks
-lbimage    live-bootstrap's rootfs.py --qemu to a finished image (the host half)
-guest      (host) the guest plan run in the VM over SSH; ``doit vm``; guest-only step names
-========== ================================================================================
+============== ============================================================================
+kind           what
+============== ============================================================================
+package        a package built from its sources (``build_system``): the manifest is its output
+checkpoint     done while the running machine is ``running_machine`` (the kexec)
+session        redone exactly while its ``check`` command fails (a mount, a running daemon)
+tree           the Azure Linux tree: a git snapshot made a git repository, with fixes
+stage          a make target of the Azure Linux toolkit: safe unmount, bounded retry
+git            a pinned git checkout (commit and tree ids, submodules at their recorded commits)
+distfiles      live-bootstrap's distfiles through the mirror, laid out where rootfs.py reads them
+preflight      the host's figures, KVM and tools against what the run needs; the sizes it picks
+lbimage        live-bootstrap's rootfs.py --qemu to a finished image (the host half)
+guest          (host) the guest plan run in the VM over SSH; ``doit vm``; guest-only step names
+toolkitsources the toolkit's own downloads (the pinned tree's lists) through the mirror
+============== ============================================================================
 
 Adding a kind is one new module in this package and its name in ``NAMES`` below. ``KINDS``
 maps each name to its module, imported on first use: a run imports only the kinds its recipe
@@ -82,6 +83,7 @@ NAMES = (
     "preflight",
     "lbimage",
     "guest",
+    "toolkitsources",
 )
 DEFAULT = "package"
 

@@ -17,6 +17,11 @@ more jobs only with tokens from the pool (``tasks.build.jobserver``; the toolkit
 ``go_modules = "<module dir>"``: before make, the mirror's Go module cache must serve that
 module offline (tasks/sources/gomodules.py); then GOPROXY=file://..., GOSUMDB=off, GOFLAGS=-mod=mod
 are added; offline without it the attempt stops before make, saying what is missing.
+``toolkit_sources = { recipe = "<kind toolkitsources recipe>", sets = [...] }``: the toolkit's
+own downloads come from the mirror (tasks/kinds/toolkitsources.py). Before anything else the
+attempt checks that every file of those ``sets`` is there, and stops naming each missing one
+with its URLs; while make runs, the listed files are served on 127.0.0.1
+(tasks/toolkit/sourceserver.py) and make gets ``SOURCE_URL=<that URL>`` on its command line.
 
 Before every attempt its ``fresh`` paths are removed the safe way: the tree's
 ``toolkit/scripts/safeunmount.sh`` unmounts what is mounted under them, the attempt is refused
@@ -32,10 +37,12 @@ stages exist in the guest unless the config's ``azurelinux_stages`` says otherwi
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ from doit.task import Task
 
 from tasks.build import jobserver
 from tasks.build.action import StepFailed, clean_paths, say_removed
+from tasks.kinds import toolkitsources
 from tasks.kinds import tree as tree_kind
 from tasks.kinds.base import Plan, Signature, dependency_inputs, make_task
 from tasks.model.config import Config, Paths
@@ -59,7 +67,9 @@ from tasks.model.recipe import (
     rel_paths,
 )
 from tasks.sources import gomodules
+from tasks.sources.toolkitlist import SETS
 from tasks.store.fsutil import safe_rmtree
+from tasks.toolkit import sourceserver
 from tasks.toolkit.action import (
     SAFEUNMOUNT,
     STAGES_VERSION,
@@ -73,7 +83,7 @@ from tasks.toolkit.action import (
 
 KEYS = frozenset({
     "make_target", "make_vars", "env", "path", "outputs", "outputs_glob", "fresh", "clean",
-    "keep", "retry", "go_modules",
+    "keep", "retry", "go_modules", "toolkit_sources",
 })  # fmt: skip
 # whether a no-op may trust the stat of its files (tasks/engine/noop.py): its outputs are a glob over the tree
 STAT_DETERMINED = False
@@ -108,6 +118,8 @@ class Stage:
     go_modules: str = ""  # a Go module directory of the tree, built offline from GO_MODULES
     max_attempts: int = 1
     retry_patterns: tuple[str, ...] = ()
+    sources_from: str = ""  # a kind "toolkitsources" recipe: its files are SOURCE_URL
+    source_sets: tuple[str, ...] = ()  # the lists of it that must be there before make
 
     def signature(self) -> dict[str, Any]:
         """What changes the stage's result. Retry, fresh and clean do not: editing them
@@ -120,7 +132,11 @@ class Stage:
             "outputs": list(self.outputs),
             "outputs_glob": self.outputs_glob,
             "go_modules": self.go_modules,
-        }
+        } | (
+            {"toolkit_sources": [self.sources_from, list(self.source_sets)]}
+            if self.sources_from
+            else {}
+        )
 
 
 def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
@@ -152,6 +168,17 @@ def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, 
         for i, k in enumerate(keep):
             if not any(Path(r) in Path(k).parents for r in removed):
                 c.err(f"keep[{i}]", f"{k!r} is inside no fresh or clean path: nothing to keep")
+        served = c.typed(data, "toolkit_sources", dict, "", {})
+        c.keys(served, {"recipe", "sets"}, "toolkit_sources.")
+        sources_from = c.typed(served, "recipe", str, "toolkit_sources.", "")
+        source_sets = c.str_list(served, "sets", "toolkit_sources.", check_vars=False)
+        if served and not sources_from:
+            c.err("toolkit_sources.recipe", 'missing: the kind = "toolkitsources" recipe')
+        if sources_from and not source_sets:
+            c.err("toolkit_sources.sets", f"missing: which of {', '.join(SETS)} make needs")
+        for i, known in enumerate(source_sets):
+            if known not in SETS:
+                c.err(f"toolkit_sources.sets[{i}]", f"unknown {known!r} (known: {', '.join(SETS)})")
         go_modules = c.typed(data, "go_modules", str, "", "")
         if go_modules and (go_modules.startswith("/") or ".." in Path(go_modules).parts):
             c.err("go_modules", f"must be a directory inside the tree, got {go_modules!r}")
@@ -170,6 +197,8 @@ def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, 
             go_modules=go_modules,
             max_attempts=max(attempts, 1),
             retry_patterns=tuple(patterns),
+            sources_from=sources_from,
+            source_sets=tuple(source_sets),
         )
     finally:
         c.variables = VARIABLES
@@ -218,11 +247,14 @@ class StageAction(AttemptAction):
         go_package: str | None,
         record: Path,
         offline: bool = False,
+        served: tuple[Path, Path] | None = None,
     ):
         super().__init__(stage.name, paths, platform, tree)
         self.stage, self.go_package, self.record = stage, go_package, record
         self.offline = offline
+        self.served = served  # the toolkitsources record and the directory it laid out
         self._go_env: dict[str, str] = {}
+        self._make_vars: dict[str, str] = {}  # SOURCE_URL, while the sources are served
         self.max_attempts, self.retry_patterns = stage.max_attempts, stage.retry_patterns
 
     def __str__(self) -> str:
@@ -232,7 +264,7 @@ class StageAction(AttemptAction):
         return [
             "make",
             self.stage.make_target,
-            *(f"{k}={v}" for k, v in self.stage.make_vars.items()),
+            *(f"{k}={v}" for k, v in {**self.stage.make_vars, **self._make_vars}.items()),
         ]
 
     def command_line(self) -> str:
@@ -257,6 +289,7 @@ class StageAction(AttemptAction):
 
     def _attempt(self, n: int) -> None:
         tree = self.tree.absolute()
+        listed = self._toolkit_sources() if self.served else None
         if self.stage.go_modules:
             self._step("go modules", lambda: self._go_modules(tree))
         env = self.stage_environment()
@@ -286,10 +319,65 @@ class StageAction(AttemptAction):
             self._pass_fds = js.fds
             try:
                 make_env = {**env, "MAKEFLAGS": jobs["MAKEFLAGS"]}
-                self._command("make", self.command(), tree / "toolkit", make_env)
+                with contextlib.ExitStack() as stack:
+                    if listed is not None:
+                        stack.enter_context(self._serving(listed))
+                    self._command("make", self.command(), tree / "toolkit", make_env)
             finally:
                 self._pass_fds = ()
         self._step("outputs", lambda: self._check_outputs(tree))
+
+    def _toolkit_sources(self) -> set[str]:
+        """Before anything: every file of the stage's ``sets`` is in the laid-out mirror
+        directory, or the attempt stops here naming each missing file and its URLs."""
+        assert self.served
+        record, served = self.served
+        try:
+            files = toolkitsources.read_record(record)["files"]
+        except (OSError, ValueError, KeyError) as e:
+            raise StepFailed(
+                "sources", "", f"no list of the toolkit's sources ({e}): run doit "
+                f"{self.stage.sources_from} first; make not started",
+            ) from None  # fmt: skip
+        wanted = set(self.stage.source_sets)
+        missing = [
+            f"  {name} ({e['where']}): can be fetched from "
+            + ", ".join(
+                [*e["urls"], *([f"Debian's pool/{e['debian']}"] if e.get("debian") else [])]
+            )
+            for name, e in sorted(files.items())
+            if wanted & set(e["sets"]) and not (served / name).is_file()
+        ]
+        if missing:
+            raise StepFailed(
+                "sources", "",
+                f"{len(missing)} of the toolkit's sources ({', '.join(sorted(wanted))}) are not "
+                f"in the mirror (not in {served}); make not started:\n" + "\n".join(missing)
+                + f"\nFetch them where there is network (doit {self.stage.sources_from}) and "
+                "bring mirror/ here.",
+            )  # fmt: skip
+        self._note(
+            f"{sum(bool(wanted & set(e['sets'])) for e in files.values())} toolkit sources "
+            f"({', '.join(sorted(wanted))}) are in {served}"
+        )
+        return set(files)
+
+    @contextlib.contextmanager
+    def _serving(self, files: set[str]) -> Iterator[None]:
+        """The mirror as the toolkit's source server while make runs (``SOURCE_URL``)."""
+        assert self.served
+        with sourceserver.serve(self.served[1], files) as srv:
+            self._make_vars = {"SOURCE_URL": srv.url}
+            self._note(f"the toolkit's SOURCE_URL is {srv.url}: the mirror, served from here")
+            try:
+                yield
+            finally:
+                self._make_vars = {}
+                with srv.lock:
+                    sent, refused = len(srv.sent), list(srv.refused)
+                self._note(f"served {sent} toolkit source download(s) from the mirror")
+                for line in refused:
+                    self._note(f"the toolkit asked for {line}: not served")
 
     def _go_modules(self, tree: Path) -> None:
         """Before make: the Go modules come from the mirror's module cache (offline, read
@@ -374,6 +462,19 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
         uptodate.append(OutputsRecorded(record, tree))
     go = plan.build_of("go")
     packages = [n for n in plan.order if plan.builds[n].recipe.kind == "package"]
+    served = None
+    if stage.sources_from:
+        source = plan.recipes.get(stage.sources_from)
+        step = plan.build_of(stage.sources_from)
+        if source is None or source.kind != "toolkitsources" or step is None:
+            raise RecipeError(
+                build.recipe.path,
+                "toolkit_sources.recipe",
+                f'{stage.sources_from!r} is no kind = "toolkitsources" step of this plan',
+            )
+        served = (toolkitsources.record_path(paths, step.name), toolkitsources.served_dir(paths))
+        if step.name not in order_only and step.name not in build.depends:
+            order_only.append(step.name)
     return [
         make_task(
             name=build.name,
@@ -386,6 +487,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
                     go.name if go else None,
                     record,
                     offline=plan.mirror.offline,
+                    served=served,
                 )
             ],
             file_dep=file_dep,
