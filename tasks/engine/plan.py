@@ -242,7 +242,10 @@ class Project:
                 + "\nFetch them where there is network (doit mirror) and copy mirror/ here, "
                 "or name a local mirror in azl-bootstrap.toml."
             )
-        from tasks.sources.gitpin import offline_missing  # only offline: its import is not free
+        from tasks.sources.gitpin import (  # only offline: its import is not free
+            MIRROR_OPTIONS,
+            offline_missing,
+        )
 
         absent = [
             f"{n}: {why}"
@@ -253,8 +256,8 @@ class Project:
         if absent:
             problems.append(
                 f"offline, and {len(absent)} pinned git checkout(s) of this run are in no local "
-                "mirror:\n  " + "\n  ".join(absent) + "\nPut a bare repository, a bundle or a "
-                "snapshot (tasks.sources.gitpin.make_snapshot) of the commit into mirror/."
+                "mirror:\n  " + "\n  ".join(absent) + f"\n{MIRROR_OPTIONS} (or a snapshot "
+                "tarball, tasks.sources.gitpin.make_snapshot)."
             )
         return "\n".join(problems) + "\nNothing was built." if problems else None
 
