@@ -10,7 +10,7 @@ when its reader goes away (``doit list | head``). Besides:
   another doit's lock they refuse with one line, having said nothing else; ``clean`` prints
   no "executing 'Python: function ...'" line, only what each step's clean removed, or that
   there was nothing;
-- ``info`` says whether a step would run and why, in words (``tasks/engine/status.py``),
+- ``info`` says whether a step would run and why, in words (``tasks/engine/explain.py``),
   exit 0; a name that is no task is said so (with close names) instead of a traceback;
 - ``list`` groups the steps by platform and phase in pipeline order; its ``--status`` and
   ``info`` never call a group up to date while one of its steps would run;
@@ -52,7 +52,7 @@ from doit.cmdparse import CmdParseError
 from doit.exceptions import BaseFail, InvalidCommand
 
 from tasks.engine import noop, report
-from tasks.engine.status import RUN, Statuses, is_group, parts
+from tasks.engine.explain import RUN, Statuses, is_group, parts
 from tasks.model.recipe import step_rank
 from tasks.store import lock
 
