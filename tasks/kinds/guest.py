@@ -27,6 +27,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
+from tasks.guest.inputs import Reads, mirror_files, plan_reads
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import CONFIG_NAME, Config
 from tasks.model.recipe import Build, Checker, Recipe, Version
@@ -81,13 +82,22 @@ def guest_only(plan: Plan) -> list[str]:
     )
 
 
-def guest_mirror_files(plan: Plan) -> set[str] | None:
-    """The mirror files the guest's plan needs (not the host's: live-bootstrap's distfiles
-    are in its image already); None if the guest plan cannot be read here."""
+def guest_reads(plan: Plan) -> Reads | None:
+    """What the guest's plan reads (``tasks.guest.inputs``), computed from its tasks; None if
+    the guest plan cannot be read here (the guest's own doit will say what is wrong)."""
     try:
-        return set(plan.for_platform("guest").sources) | {"SHA256SUMS"}
-    except Exception:  # noqa: BLE001 - the guest's own doit will say what is wrong
+        guest = plan.for_platform("guest")
+        return plan_reads(guest.tasks(), plan.paths.project)
+    except Exception:  # noqa: BLE001
         return None
+
+
+def guest_mirror_files(plan: Plan) -> set[str] | None:
+    """The files of mirror/ that ``doit guest`` pushes: all that the guest's plan reads (its
+    sources, the tree's bundle or snapshot, the Go module cache, ...), not the host's
+    (live-bootstrap's distfiles are in its image already); None: the whole mirror."""
+    reads = guest_reads(plan)
+    return None if reads is None else mirror_files(reads, plan.paths.mirror)
 
 
 def _run(plan: Plan, names: list[str]) -> TaskFailed | None:
