@@ -207,9 +207,16 @@ class Project:
             yield _task(
                 name="host",
                 actions=None,
-                task_dep=[n for n in ranked if n in host],
+                # a kind may stand for its step with other tasks (the guest's: `push`, a
+                # guest ready to build, not the whole guest plan)
+                task_dep=[
+                    t
+                    for n in ranked
+                    if n in host
+                    for t in getattr(KINDS[self.builds[n].recipe.kind], "HOST_TASKS", [n])
+                ],
                 uptodate=[True],
-                doc="run every host step",
+                doc="every host step, up to a guest that is ready to build (then: doit iso)",
             )
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:

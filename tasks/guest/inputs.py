@@ -21,12 +21,27 @@ which are not on the host yet.
 from __future__ import annotations
 
 import os
+import subprocess
+import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.sources.gitpin import Pin, has_commit, local_sources, snapshot_tarballs
+from tasks.sources.gitpin import (
+    TARBALL_SUFFIXES,
+    Pin,
+    PinError,
+    fetch_commit,
+    git,
+    has_commit,
+    local_sources,
+    make_snapshot,
+    repo_name,
+    snapshot_tarballs,
+    verify_source,
+)
+from tasks.store.fsutil import atomic_write
 
 SUMS = "SHA256SUMS"
 
@@ -133,3 +148,86 @@ def missing(reads: Reads, project: Path, mirror: Path) -> list[str]:
     out += [f"{f} (read by {t}; outside the project, and no guest step makes it)"
             for f, t in sorted(reads.outside.items())]  # fmt: skip
     return out
+
+
+# -- made on the host -------------------------------------------------------------------
+
+
+def snapshot_path(pin: Pin, mirror: Path) -> Path:
+    """Where the host puts the tree's snapshot: ``mirror/<name>-<commit>.tar.gz``, a name
+    ``tasks.sources.gitpin`` looks for offline."""
+    return mirror / f"{repo_name(pin.url)}-{pin.commit}.tar.gz"
+
+
+def make_tree_snapshot(
+    pin: Pin, mirror: Path, sources: list[Path], network: bool, work: Path
+) -> str:
+    """The pinned tree in ``mirror/`` as a content-pinned snapshot the guest checks out
+    offline (its tree id is re-created and checked there). Made from a local repository or
+    bundle that has the commit (``sources``), else from the URL; the commit's tree id is
+    checked before the snapshot is written. Returns where it came from."""
+    if pin_entries(pin, mirror):
+        return "already in the mirror"
+    gitdir = work / f"{repo_name(pin.url)}.git"
+    if not gitdir.is_dir():
+        gitdir.parent.mkdir(parents=True, exist_ok=True)
+        git("init", "--quiet", "--bare", gitdir)
+    errors = []
+    origin = ""
+    if has_commit(gitdir, pin.commit):
+        origin = str(gitdir)
+    for src in [*map(str, sources), *([pin.url] if network else [])]:
+        if origin:
+            break
+        try:
+            fetch_commit(gitdir, src, pin.commit, pin.ref)
+            origin = src
+        except PinError as e:
+            errors.append(str(e))
+    if not origin:
+        how = "" if network else " (offline: put a bundle or bare repository in mirror/)"
+        raise PinError(
+            f"{pin.label}: commit {pin.commit} is in no repository here{how}:\n  "
+            + "\n  ".join(errors or ["no local repository or bundle of " + pin.url])
+        )
+    verify_source(pin, gitdir)  # the commit's tree is the pinned one
+    dest = snapshot_path(pin, mirror)
+    make_snapshot(gitdir, pin.commit, dest, f"{repo_name(pin.url)}-{pin.commit}")
+    return origin
+
+
+def module_files(pin: Pin, mirror: Path, module: str, work: Path) -> Path:
+    """``go.mod`` and ``go.sum`` of the tree's Go module directory ``module`` at the pinned
+    commit, read from the tree's entry in ``mirror/`` (a snapshot, or the repository the
+    snapshot was made from) into ``work/<commit>/<module>``; that directory."""
+    out = work / pin.commit / module
+    if (out / "go.mod").is_file() and (out / "go.sum").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    gitdir = work.parent / "git" / f"{repo_name(pin.url)}.git"
+    entries = [gitdir] if has_commit(gitdir, pin.commit) else []
+    entries += pin_entries(pin, mirror)
+    for entry in entries:
+        if entry.name.endswith(TARBALL_SUFFIXES):
+            wanted = {f"{module}/go.mod", f"{module}/go.sum"}
+            with tarfile.open(entry) as tar:
+                for member in tar:
+                    rel = member.name.split("/", 1)[-1]
+                    if rel in wanted and member.isfile():
+                        data = tar.extractfile(member)
+                        assert data is not None
+                        atomic_write(out / Path(rel).name, data.read())
+        elif not entry.name.endswith(".bundle"):
+            for name in ("go.mod", "go.sum"):
+                got = subprocess.run(
+                    ["git", "--git-dir", str(entry), "show", f"{pin.commit}:{module}/{name}"],
+                    capture_output=True, check=False,
+                )  # fmt: skip
+                if got.returncode == 0:  # exact bytes: the guest compares their sha256
+                    atomic_write(out / name, got.stdout)
+        if (out / "go.mod").is_file() and (out / "go.sum").is_file():
+            return out
+    raise PinError(
+        f"{pin.label}: {module}/go.mod and go.sum at {pin.commit}: not readable from "
+        f"{', '.join(map(str, entries)) or 'mirror/ (no snapshot of the tree yet)'}"
+    )
