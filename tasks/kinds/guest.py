@@ -202,8 +202,12 @@ def _hold(project: Path) -> TaskFailed | None:
 
 INPUTS = "guest-inputs"  # the group: everything the guest plan reads, on the host
 PUSH = "push"  # boot, push, install, power off: a guest ready to build (doit host ends here)
-# what stands for this step in `doit host` (tasks/engine/plan.py): not the whole guest plan
-HOST_TASKS = [PUSH]
+
+
+def host_tasks(plan: Plan, build: Build) -> list[str]:
+    """What stands for this step in ``doit host`` (tasks/engine/plan.py): a guest ready to
+    build, not the whole guest plan."""
+    return [PUSH]
 
 
 def _snapshot(pin: Any, mirror: Path, sources: list[Path], network: bool, work: Path) -> Any:
