@@ -95,3 +95,39 @@ def test_lb_image_fetches_only_its_early_distfiles_and_names_the_missing(tmp_pat
     assert "lb-mirror" not in re.findall(r"^\.  (\S+)", r.stdout, re.M)
     assert not any(re.match(r"^\.  mirror:", line) for line in r.stdout.splitlines())
     assert not (root / "cache" / "host" / "lb-target").exists()  # rootfs.py never ran
+
+
+def test_the_kexec_writes_to_the_console_the_host_reads(tmp_path: Path) -> None:
+    """The kexec keeps the seed's line and adds console=ttyS0; the VM has no display and
+    its serial port is the host's console log; while the guest is away (the kexec), the
+    host's ``doit`` passes the new console lines on as they come."""
+    import tomllib
+
+    from tasks.guest.run import GuestRun
+    from tasks.guest.vm import VMSpec, qemu_command
+
+    line = tomllib.loads((REPO / "recipes" / "kexec.toml").read_text())["script"]["install"]
+    seed = "root=/dev/sda1 rootwait rw init=/init consoleblank=0"
+    assert f"--command-line='{seed} console=ttyS0'" in line
+    spec = VMSpec(tmp_path / "img", tmp_path / "logs", tmp_path, tmp_path / "k", tmp_path / "h")
+    cmd = qemu_command(spec, 2222)
+    assert cmd[cmd.index("-serial") + 1] == f"file:{spec.console_log}"
+    assert cmd[cmd.index("-display") + 1] == "none"
+
+    console = tmp_path / "vm.console.log"
+    console.write_text("32-bit boot, before the run started\n")
+    boot = ["Linux version 6.6.96.2 (x86_64)", "Run /init as init process", "dropbear up"]
+
+    class Link:  # the guest answers SSH again after three polls, the console growing meanwhile
+        def wait_up(self, timeout: float, alive=lambda: None, poll: float = 0.5) -> float:
+            for text in boot:
+                with open(console, "a") as f:
+                    f.write(text + "\n")
+                assert alive() is None
+            return 1.0
+
+    said: list[str] = []
+    run = GuestRun(Link(), "/root/azl", ["iso"], said.append, console=console)  # type: ignore[arg-type]
+    assert run._reconnect()
+    shown = [s.removeprefix("azl: console: ") for s in said if s.startswith("azl: console: ")]
+    assert shown == boot  # every new line, none from before the run
