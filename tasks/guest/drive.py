@@ -218,6 +218,8 @@ def hold(project: Path, s: GuestSettings, out: Callable[[str], None] = print) ->
     off or the user interrupts (then it is powered off cleanly)."""
     with VM(vm_spec(project, s)) as vm:
         assert vm.link is not None and vm.proc is not None
+        if vm.disk_note:
+            out(f"azl: the disk: {vm.disk_note}")
         out(f"azl: the guest answers on SSH after {vm.boot_seconds:.0f} s; log in with")
         out("  " + quote(vm.link.ssh_argv("")[:-1]))
         out("azl: Ctrl-C powers it off")
