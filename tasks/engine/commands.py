@@ -6,6 +6,7 @@ and ``[tool.doit.plugins.command]``), they replace the built-in ones of the same
 - ``clean`` and ``forget`` take the project lock before they print or change anything: under
   another doit's lock they refuse with one line, having said nothing else; ``clean`` prints
   no "executing 'Python: function ...'" line, only what each clean action says it removed;
+- ``status`` (new): where the pipeline to an ISO stands (``tasks.engine.status``);
 - ``info`` of a name that is no task says so (with close names) instead of a traceback;
 - ``run`` (also ``doit`` alone) replays a no-op from its stamp without loading ``dodo.py``
   when nothing that decided the last all-up-to-date run changed (``tasks/engine/noop.py``), and
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from doit.action import PythonAction
+from doit.cmd_base import Command
 from doit.cmd_clean import Clean as DoitClean
 from doit.cmd_forget import Forget as DoitForget
 from doit.cmd_info import Info as DoitInfo
@@ -179,3 +181,22 @@ def _record(cmd: Run, stamp: str, key: str, started: int, project: str, dodo: st
     here = os.getcwd()  # dodo.py's directory: the tasks' paths are relative to it
     paths = noop.project_inputs(project, dodo) + [os.path.join(here, p) for p in files]
     noop.record(stamp, key, paths, started, "".join(rep.said), rep.bar_summary())
+
+
+class Status(Command):
+    """``doit status``: the pipeline at a glance (``tasks.engine.status``); no lock taken,
+    so it answers while another doit runs the pipeline."""
+
+    name = "status"
+    doc_purpose = (
+        "where the pipeline to an ISO stands: each phase, the current step, elapsed, an estimate"
+    )
+    doc_usage = ""
+    doc_description = None
+    cmd_options = ()
+
+    def execute(self, params: Any, args: list[str]) -> int:
+        from tasks.engine.status import main
+
+        sys.stdout.write(main(Path.cwd()))
+        return 0

@@ -25,7 +25,7 @@ from typing import Any
 
 from tasks.guest.link import Endpoint, quote
 from tasks.guest.push import MIRROR_EXCLUDE, PROJECT_EXCLUDE, push
-from tasks.guest.run import GuestRun
+from tasks.guest.run import GUEST_STATE, GuestRun, save_guest_state
 from tasks.guest.vm import VM, VMSpec
 from tasks.guest.wheelhouse import engine_requirements, install_command, make_wheelhouse
 from tasks.model.recipe import RecipeError
@@ -208,6 +208,8 @@ def drive(
             console=project / "cache" / "logs" / "vm.console.log" if not s.address else None,
         )  # fmt: skip
         code = run.drive()
+        # the guest's journal as it is now: `doit status` and the estimates when it is off
+        save_guest_state(link, s.dest, s.python, project / "cache" / "host" / GUEST_STATE)
         if code == 0 and after is not None:
             after(link)
         return code

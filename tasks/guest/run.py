@@ -288,3 +288,53 @@ class GuestRun:
         while self.status().state == "unreachable":
             if time.monotonic() > deadline or not self._reconnect():
                 raise LinkError("the guest did not come back")
+
+
+# In the guest (cwd: the project there): its journal's task ids and seconds, and its run.
+GUEST_STATE_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, ".")
+out = {}
+try:
+    from tasks.store.state import TaskStateDB, recorded_seconds
+    db = TaskStateDB("cache/state")
+    db._read()
+    out["done"] = sorted(db.task_ids())
+    out["seconds"] = recorded_seconds("cache/state")
+except Exception as e:
+    out["error"] = "%s: %s" % (type(e).__name__, e)
+def read(name):
+    try:
+        with open("cache/link/" + name, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+pid, rc = read("run.pid"), read("run.rc")
+out["rc"] = rc.strip() if rc else None
+out["running"] = bool(pid) and rc is None and os.path.exists("/proc/" + pid.strip())
+out["args"] = read("run.args")
+out["tail"] = (read("run.log") or "").splitlines()[-200:]
+print(json.dumps(out))
+"""
+
+
+GUEST_STATE = "guest-state.json"  # in the host's cache/host: the guest's journal as last read
+
+
+def save_guest_state(link: Endpoint, dest: str, python: str, path: Path) -> dict:
+    """Read the guest's journal (task ids, recorded seconds) and its run's state and log
+    tail over the link, and keep them in ``path`` (``cache/host/guest-state.json``): ``doit
+    status`` and the estimates use them when the VM is down. ``{}`` if the guest does not
+    answer."""
+    try:
+        r = link.run(f"cd {quote([dest])} && {quote([python, '-c', GUEST_STATE_SCRIPT])}",
+                     timeout=30)  # fmt: skip
+        got = json.loads(r.stdout) if r.returncode == 0 else {}
+    except Exception:  # noqa: BLE001 - the guest may be booting (the kexec)
+        return {}
+    got["time"] = int(time.time())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(got) + "\n")
+    return got

@@ -35,6 +35,7 @@ from tasks.build.action import kill_group
 from tasks.guest.link import Endpoint, LinkError
 
 TAIL_LINES = 25
+RUNNING_FILE = "vm.json"  # in the VM's state directory while its qemu runs
 # the seed's clean shutdown (procedure H6); poweroff -f where there is no sysrq
 POWEROFF = (
     "sync; sync; if [ -w /proc/sysrq-trigger ]; then echo u > /proc/sysrq-trigger;"
@@ -271,6 +272,10 @@ class VM:
                 qemu_command(spec, self.port), stdout=qemu_log, stderr=subprocess.STDOUT
             )
         self.link = Endpoint(self.port, spec.client_key, spec.host_key_pub, spec.state)
+        # for `doit status` (tasks/engine/status.py): which qemu, which port, since when
+        spec.state.mkdir(parents=True, exist_ok=True)
+        running = {"pid": self.proc.pid, "port": self.port, "started": int(time.time())}
+        (spec.state / RUNNING_FILE).write_text(json.dumps(running) + "\n")
 
     def why_dead(self) -> str | None:
         """Why the guest cannot answer any more (qemu exited, with the console's tail), or

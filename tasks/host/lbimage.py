@@ -249,7 +249,8 @@ def build_image(
         fetch_later(lay.checkout, paths, settings, debian or {}, out)
     follower = lbprogress.Follower(str(lay.serial_log))
     started = time.monotonic()
-    _state(lay, "running", pid=proc.pid, step=None)
+    began = int(time.time())  # `doit status`: how long it has been running
+    _state(lay, "running", pid=proc.pid, step=None, started=began)
     try:
         last_growth, size = time.monotonic(), 0
         while proc.poll() is None:
@@ -258,7 +259,7 @@ def build_image(
                 print(
                     f"lb-image: {step}  [{_hms(time.monotonic() - started)}]", file=out, flush=True
                 )
-                _state(lay, "running", pid=proc.pid, step=step)
+                _state(lay, "running", pid=proc.pid, step=step, started=began)
             if follower.offset != size:
                 last_growth, size = time.monotonic(), follower.offset
             elif time.monotonic() - last_growth > STALL_SECONDS:
