@@ -131,3 +131,28 @@ def test_the_kexec_writes_to_the_console_the_host_reads(tmp_path: Path) -> None:
     assert run._reconnect()
     shown = [s.removeprefix("azl: console: ") for s in said if s.startswith("azl: console: ")]
     assert shown == boot  # every new line, none from before the run
+
+
+def test_the_iso_is_copied_out_with_its_sha256(tmp_path: Path) -> None:
+    """The guest's stage record names the ISO (relative to the tree); it is streamed over
+    the link (here the local ``sh -c`` stand-in of test_closure), checked against the
+    guest's sha256, and lands in out/ with a ``sha256sum -c`` file beside it."""
+    from tasks.guest.copyout import copy_outputs
+    from tasks.toolkit.action import write_record
+    from tests.test_closure import LocalLink
+
+    tree = tmp_path / "guest" / "azurelinux"
+    iso = tree / "out" / "images" / "full" / "azurelinux-3.0.x86_64.iso"
+    iso.parent.mkdir(parents=True)
+    iso.write_bytes(os.urandom(3 << 20))  # a stand-in ISO
+    record = tmp_path / "guest" / "azl" / "cache" / "stages" / "iso.json"
+    write_record(record, tree, [str(iso)])
+    out, said = tmp_path / "host" / "out", []
+    got = copy_outputs(LocalLink(), str(record), str(tree), out, said.append, sys.executable)  # type: ignore[arg-type]
+    assert got == [out / iso.name]
+    assert (out / iso.name).read_bytes() == iso.read_bytes()
+    check = subprocess.run(["sha256sum", "-c", f"{iso.name}.sha256"], cwd=out, capture_output=True)
+    assert check.returncode == 0, check.stdout
+    assert not list(out.glob("*.part"))
+    copy_outputs(LocalLink(), str(record), str(tree), out, said.append, sys.executable)  # type: ignore[arg-type]
+    assert "is already the guest's" in said[-1]

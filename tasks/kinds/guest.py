@@ -111,23 +111,30 @@ def _failed_steps(lines: list[str]) -> list[str]:
 
 
 def _copy_back(plan: Plan, names: list[str] | None, dest: str, python: str) -> Any:
-    """For ``doit iso`` (a guest stage with files named by a glob): copy them to out/."""
+    """For ``doit iso`` or ``doit guest`` (the whole guest plan), the files of the guest
+    stages whose outputs are named by a glob (the ISO): copied to out/ after the run."""
     from tasks.kinds.stage import tree_of
 
-    if not names or len(names) != 1:
+    if names is None or len(names) > 1:
         return None
     guest = plan.for_platform("guest")
-    build = guest.build_of(names[0])
-    if build is None or build.recipe.kind != "stage" or not build.recipe.spec.outputs_glob:
+    wanted = [guest.build_of(names[0])] if names else [guest.builds[n] for n in guest.order]
+    stages = [
+        b for b in wanted
+        if b is not None and b.recipe.kind == "stage" and b.recipe.spec.outputs_glob
+    ]  # fmt: skip
+    if not stages:
         return None
-    tree = str(tree_of(guest, build))
-    record = f"{dest}/cache/stages/{build.name}.json"
     out_dir = plan.paths.project.resolve() / "out"
+    copies = [
+        (f"{dest}/cache/stages/{b.name}.json", str(tree_of(guest, b))) for b in stages
+    ]  # fmt: skip
 
     def copy(link: Any, say: Any) -> None:
         from tasks.guest.copyout import copy_outputs
 
-        copy_outputs(link, record, tree, out_dir, say, python)
+        for record, tree in copies:
+            copy_outputs(link, record, tree, out_dir, say, python)
 
     return copy
 
