@@ -139,9 +139,13 @@ def _copy_back(plan: Plan, names: list[str] | None, dest: str, python: str) -> A
     return copy
 
 
-def _run(plan: Plan, names: list[str] | None) -> TaskFailed | None:
+def _run(plan: Plan, names: list[str] | None) -> TaskFailed | dict[str, Any]:
     """Boot, push, run ``doit NAMES`` in the guest (None: push only), power off; a failure
-    names the step, its log and what to do next."""
+    names the step, its log and what to do next. Its seconds are kept with the task's state
+    (``doit status``, the estimates)."""
+    import time
+
+    began = time.monotonic()
     project = plan.paths.project.resolve()
     from tasks.guest.drive import drive, vm_settings, with_preflight
     from tasks.guest.link import LinkError
@@ -189,7 +193,7 @@ def _run(plan: Plan, names: list[str] | None) -> TaskFailed | None:
             f"{step}: the guest's doit {' '.join(args or [])} exited {code}{where}\n"
             f"  log: {log_path}{logs}\n{again}"
         )
-    return None
+    return {"seconds": round(time.monotonic() - began, 1)}
 
 
 def _hold(project: Path) -> TaskFailed | None:
