@@ -156,3 +156,47 @@ def test_the_iso_is_copied_out_with_its_sha256(tmp_path: Path) -> None:
     assert not list(out.glob("*.part"))
     copy_outputs(LocalLink(), str(record), str(tree), out, said.append, sys.executable)  # type: ignore[arg-type]
     assert "is already the guest's" in said[-1]
+
+
+def test_the_tree_travels_as_a_content_pinned_snapshot(tmp_path: Path) -> None:
+    """guest-inputs makes ``mirror/<name>-<commit>.tar.gz`` from a local repository that has
+    the pinned commit (a stand-in for the Azure Linux tree, with a Go module); the guest
+    checks it out offline from that snapshot alone, its tree id re-created and checked; the
+    Go module files are read from it byte for byte (go.sum's sha256 is what the guest's
+    stage compares)."""
+    from tasks.guest.inputs import make_tree_snapshot, module_files, pin_entries, snapshot_path
+
+    work = tmp_path / "azurelinux"
+    (work / "toolkit" / "tools").mkdir(parents=True)
+    (work / "toolkit" / "tools" / "go.mod").write_text("module example.com/tools\n\ngo 1.23\n")
+    (work / "toolkit" / "tools" / "go.sum").write_bytes(b"example.com/x v1.0.0 h1:abc=\r\n")
+    (work / "toolkit" / "Makefile").write_text("all:\n")
+    env = {**os.environ, **gitpin.GIT_ENV}
+
+    def g(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=work, env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    g("init", "-q")
+    g("add", "-A")
+    g("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "stand-in tree")
+    commit, tree = g("rev-parse", "HEAD"), g("rev-parse", "HEAD^{tree}")
+    bare = tmp_path / "git-mirror" / "azurelinux.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, env=env)
+    pin = gitpin.Pin("https://github.com/microsoft/azurelinux", commit, tree)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    assert not pin_entries(pin, mirror)
+
+    origin = make_tree_snapshot(pin, mirror, [bare], network=False, work=tmp_path / "cache")
+    assert origin == str(bare)
+    assert pin_entries(pin, mirror) == [snapshot_path(pin, mirror)]
+    assert snapshot_path(pin, mirror).name == f"azurelinux-{commit}.tar.gz"
+    # what the guest does with it: an offline checkout from mirror/ alone, tree id checked
+    done = gitpin.checkout(pin, tmp_path / "guest-tree", mirrors=[mirror], network=False)
+    assert done["tree"] == tree
+    got = module_files(pin, mirror, "toolkit/tools", tmp_path / "host" / "go-modules")
+    assert (got / "go.sum").read_bytes() == b"example.com/x v1.0.0 h1:abc=\r\n"
+    assert make_tree_snapshot(pin, mirror, [], network=False, work=tmp_path / "c2") == (
+        "already in the mirror"
+    )
