@@ -137,6 +137,8 @@ def collect(plan: Any, now: float | None = None) -> Status:
         phase("live-bootstrap", (cache / "checkouts" / f"{lb.name}.json").exists())
     image = read_state(paths)
     p = phase("lb-image", image.get("state") == "finished", log="cache/logs/lb-image.log")
+    if p.source == "the seed's run" and _json(pre).get("accel") == "tcg":
+        p.source += " with KVM; TCG takes several times that"
     if image.get("state") == "running":
         p.state, p.since = "running", image.get("started")
         p.detail = f"live-bootstrap step: {image.get('step') or 'starting'}"
