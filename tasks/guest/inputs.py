@@ -97,6 +97,28 @@ def plan_reads(tasks: Iterable[Any], project: Path) -> Reads:
     return reads
 
 
+def makers(tasks: dict[str, Any]) -> dict[str, str]:
+    """target -> the task that makes it."""
+    return {str(t): task.name for task in tasks.values() for t in task.targets}
+
+
+def closure(tasks: dict[str, Any], top: str, producer: dict[str, str] | None = None) -> list[Any]:
+    """The tasks a run of ``top`` runs: it, its task_dep and the makers of its file_dep
+    (``makers``), recursively (what a host task for one guest step must have fetched first)."""
+    producer = makers(tasks) if producer is None else producer
+    seen: dict[str, Any] = {}
+    todo = [top]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in tasks:
+            continue
+        task = seen[name] = tasks[name]
+        todo += list(task.task_dep) + [
+            producer[f] for f in map(str, task.file_dep) if f in producer
+        ]
+    return list(seen.values())
+
+
 def pin_entries(pin: Pin, mirror: Path) -> list[Path]:
     """What in ``mirror`` lets the guest check ``pin`` out offline, best first: a bare
     repository or bundle (one with the commit), else a snapshot tarball of the commit."""

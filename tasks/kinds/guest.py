@@ -27,7 +27,14 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from tasks.guest.inputs import Reads, mirror_files, plan_reads, snapshot_path
+from tasks.guest.inputs import (
+    Reads,
+    closure,
+    makers,
+    mirror_files,
+    plan_reads,
+    snapshot_path,
+)
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import CONFIG_NAME, Config
 from tasks.model.recipe import Build, Checker, Recipe, Version
@@ -333,18 +340,10 @@ def input_tasks(plan: Plan, guest: Plan) -> tuple[list[Task], dict[str, list[str
             )
     # each guest task's needs: the inputs its closure reads
     guest_tasks = {t.name: t for t in guest.tasks()}
-    producer = {str(t): task.name for task in guest_tasks.values() for t in task.targets}
     needs: dict[str, list[str]] = {}
+    producer = makers(guest_tasks)
     for top in guest_tasks:
-        seen, todo = set(), [top]
-        while todo:
-            n = todo.pop()
-            if n in seen or n not in guest_tasks:
-                continue
-            seen.add(n)
-            t = guest_tasks[n]
-            todo += list(t.task_dep) + [producer[str(f)] for f in t.file_dep if str(f) in producer]
-        reads = plan_reads([guest_tasks[n] for n in seen], plan.paths.project)
+        reads = plan_reads(closure(guest_tasks, top, producer), plan.paths.project)
         names = [by_file[f] for f in sorted(reads.mirror) if f in by_file]
         names += [by_pin[t] for t in sorted(reads.pins) if t in by_pin]
         names += [by_dir[d] for d in sorted(reads.mirror_dirs) if d in by_dir]
