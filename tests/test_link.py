@@ -86,9 +86,9 @@ def test_push_sends_only_what_changed(tmp_path: Path, sshd: Sshd) -> None:
     first = push(link, project.root, str(dest), PROJECT_EXCLUDE)
     mirror = push(link, project.root / "mirror", str(dest / "mirror"), MIRROR_EXCLUDE)
     assert first.sent == first.files > 10 and mirror.sent == 2
-    assert (dest / "tasks" / "guest" / "vm.py").read_bytes() == (
-        REPO / "tasks" / "guest" / "vm.py"
-    ).read_bytes()
+    vm = Path("tasks", "guest", "vm.py")
+    assert (dest / vm).read_bytes() == (REPO / vm).read_bytes()
+    assert (dest / "tasks" / "build" / "action.py").exists()  # the engine's, not a build dir
     assert (dest / "mirror" / "big.bin").stat().st_size == 1 << 20
     assert not (dest / "cache" / "host-only").exists()
     assert not (dest / "azl-bootstrap.toml").exists()

@@ -19,6 +19,7 @@ when its reader goes away (``doit list | head``). Besides:
   no-op from its stamp without loading ``dodo.py`` when nothing that decided the last
   all-up-to-date run changed (``tasks/engine/noop.py``), and records the stamp after such a
   run; ``clean`` and ``forget`` delete it;
+- ``status`` (new): where the pipeline to an ISO stands (``tasks.engine.status``);
 - ``dumpdb`` and ``strace``, which cannot work with this project (its state backend,
   ``tasks/store/state.py``, is no dbm file; its steps are Python actions), say so.
 """
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from doit.action import PythonAction
+from doit.cmd_base import Command
 from doit.cmd_clean import Clean as DoitClean
 from doit.cmd_completion import TabCompletion as DoitTabCompletion
 from doit.cmd_dumpdb import DumpDB as DoitDumpDB
@@ -565,3 +567,22 @@ def _record(cmd: Run, stamp: str, key: str, started: int, project: str, dodo: st
     here = os.getcwd()  # dodo.py's directory: the tasks' paths are relative to it
     paths = noop.project_inputs(project, dodo) + [os.path.join(here, p) for p in files]
     noop.record(stamp, key, paths, started, "".join(rep.said), rep.bar_summary())
+
+
+class Status(_Plain, Command):
+    """``doit status``: the pipeline at a glance (``tasks.engine.status``); no lock taken,
+    so it answers while another doit runs the pipeline."""
+
+    name = "status"
+    doc_purpose = (
+        "where the pipeline to an ISO stands: each phase, the current step, elapsed, an estimate"
+    )
+    doc_usage = ""
+    doc_description = None
+    cmd_options = ()
+
+    def execute(self, params: Any, args: list[str]) -> int:
+        from tasks.engine.status import main
+
+        sys.stdout.write(main(Path.cwd()))
+        return 0

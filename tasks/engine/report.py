@@ -59,23 +59,40 @@ class Reporter(ConsoleReporter):
         if problem:
             raise InvalidTask(problem)
         tty = getattr(self.outstream, "isatty", lambda: False)() and sys.stderr.isatty()
+        self.bar = None
+        self.done = 0
         if tty:
             from tqdm import tqdm  # only for a terminal: a no-op in a pipe never imports it
-        self.bar = (
-            tqdm(
-                total=len(self.counted),
-                unit="task",
+
+            self.weights = bar_weights(self.state_dir, tasks, self.counted)
+            # the bar counts estimated seconds (tasks.engine.durations), so its time left is
+            # the steps' recorded durations, not the number of tasks left
+            self.bar = tqdm(
+                total=round(sum(self.weights.values())),
+                unit="s",
                 file=sys.stderr,
                 dynamic_ncols=True,
                 leave=True,
+                bar_format="{l_bar}{bar}| {postfix} [{elapsed}<{remaining}]",
             )
-            if tty
-            else None
-        )
+            self._postfix("")
 
-    def _tick(self, task: Any) -> None:
+    def _postfix(self, name: str) -> None:
+        assert self.bar is not None
+        self.bar.set_postfix_str(f"{self.done}/{len(self.counted)} tasks {name}".rstrip())
+
+    def _tick(self, task: Any, ran: bool = True) -> None:
+        """One task less; a task that did not run takes its estimate off the total instead
+        of counting it as done (the rate, hence the time left, stays that of real work)."""
         if self.bar is not None and task.name in self.counted:
-            self.bar.update(1)
+            self.done += 1
+            weight = round(self.weights.get(task.name, 0))
+            if ran:
+                self.bar.update(weight)
+            else:
+                self.bar.total = max(self.bar.total - weight, self.bar.n)
+                self.bar.refresh()
+            self._postfix("")
 
     def write(self, text: str) -> None:
         self.said.append(text)
@@ -85,7 +102,7 @@ class Reporter(ConsoleReporter):
         self.executed += bool(task.actions)
         if self.bar is not None:
             if task.actions:
-                self.bar.set_postfix_str(task.name)
+                self._postfix(task.name)
         else:
             super().execute_task(task)
 
@@ -97,7 +114,7 @@ class Reporter(ConsoleReporter):
             self.verified[task.name.removeprefix("verify:")] = True
 
     def skip_uptodate(self, task: Any) -> None:
-        self._tick(task)
+        self._tick(task, ran=False)
         if self.bar is None and task.actions:  # a group task (``all``) says nothing
             super().skip_uptodate(task)
 
@@ -137,6 +154,22 @@ class Reporter(ConsoleReporter):
         if self.bar is None:
             return ""
         return f"{len(self.counted)}/{len(self.counted)} task(s) up to date (nothing changed)\n"
+
+
+def bar_weights(state_dir: Path, tasks: dict[str, Any], counted: set[str]) -> dict[str, float]:
+    """Each counted task's estimated seconds (``tasks.engine.durations``: this machine's
+    runs, else the seed's figures, else a guess); a task that is up to date takes no time,
+    but doit only knows that when it gets there: a fetch or a group counts one second."""
+    from tasks.engine import durations
+
+    known = durations.recorded(Path(state_dir).parent)
+    out = {}
+    for name in counted:
+        if name.startswith(("mirror:", "guest-inputs:")) or not tasks[name].actions:
+            out[name] = 1.0
+        else:
+            out[name] = durations.estimate(name, known)[0]
+    return out
 
 
 LAST: Reporter | None = None  # the reporter of the last run in this process (tasks.engine.commands)

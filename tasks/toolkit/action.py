@@ -141,6 +141,7 @@ class AttemptAction(BuildAction):
         lock.acquire(self.paths.state)
         self._rotate_logs()
         self._tee = out
+        started = time.monotonic()
         history: list[str] = []
         for n in range(1, self.max_attempts + 1):
             log_path = self.log_path(n)
@@ -154,6 +155,8 @@ class AttemptAction(BuildAction):
                     )
                     self._attempt(n)
                     self._note("done")
+                    # kept with the task's state: `doit status` and the bar's estimate
+                    self.values["seconds"] = round(time.monotonic() - started, 1)
                     return None
                 except StepFailed as e:
                     self._note(f"{e.step} failed: {e.detail}")
