@@ -67,8 +67,10 @@ class Platform:
     def build_env(self, host_env: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of every build command: an allow-list of the host's variables
         (PATH, TMPDIR) plus the platform's; user settings like CFLAGS do not leak in."""
-        host = os.environ if host_env is None else host_env
-        env = {k: host[k] for k in ("PATH", "TMPDIR") if k in host}
+        if host_env is None:  # a session step's check runs in it: inputs of the plan
+            env = {k: v for k in ("PATH", "TMPDIR") if (v := inputs.env(k)) is not None}
+        else:
+            env = {k: host_env[k] for k in ("PATH", "TMPDIR") if k in host_env}
         env.setdefault("PATH", "/usr/bin:/bin")
         env.update(
             LC_ALL="C",
