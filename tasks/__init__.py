@@ -4,7 +4,8 @@ Every step is a recipe in ``recipes/`` of one *kind*. The engine is one package 
 a layer imports only the layers above it in this list, never one below it:
 
 - ``store``    what a run keeps and decides with: the journal (``state``), the xxh3 file
-               ``checker``, the ``recipecache``, the one-writer ``lock``, ``fsutil``
+               ``checker``, the ``recipecache``, the one-writer ``lock``, ``fsutil``, the
+               one stat key and racy rule (``statkey``), the plan's read ``inputs``
 - ``model``    the ``recipe`` model and its checks, the project ``config``, the ``platform``
 - ``sources``  verified ``download``\\ s, the ``mirror``, ``gitpin`` (a commit as a content pin),
                ``gomodules``, live-bootstrap's distfile lists (``lbsources``, ``lbmirror``)

@@ -19,6 +19,7 @@ import pytest
 
 from tasks.engine import noop
 from tasks.model.config import Paths
+from tasks.store import statkey
 from tests.conftest import Project, Result
 from tests.test_engine import FLAG_LINE, chain, edit, ok, patched_chain, pkg
 
@@ -43,7 +44,7 @@ def stamp(project: Project) -> Path:
 
 def settle() -> None:
     """Let the last writes age past the racy window (a stamp never trusts newer files)."""
-    time.sleep(noop.RACY_NS * 2 / 1e9)
+    time.sleep(statkey.RACY_NS * 2 / 1e9)
 
 
 def real_noop(project: Project, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -131,8 +132,9 @@ def test_another_environment_or_option_is_checked_for_real(counted: Project) -> 
     chain(counted)
     ok(counted.doit())
     built(counted)
-    real_noop(counted, env={"AZL_GIT_MIRRORS": "/nonexistent"})
-    replayed(counted, env={"AZL_GIT_MIRRORS": "/nonexistent"})
+    real_noop(counted, env={"AZL_PLATFORM": "sandbox"})  # a variable the plan reads
+    replayed(counted, env={"AZL_PLATFORM": "sandbox"})
+    replayed(counted, env={"AZL_PLATFORM": "sandbox", "AZL_GIT_MIRRORS": "/x"})  # one it does not
     real_noop(counted, "-n", "2")
     replayed(counted, "-n", "2")
     real_noop(counted, "c")

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.engine.recipeset import load_recipes
 from tasks.model.recipe import RecipeErrors
-from tasks.store import recipecache
+from tasks.store import inputs, recipecache, statkey
 from tests.conftest import Project
 
 
@@ -37,7 +37,7 @@ def load(p: Project, parse: Counting):  # noqa: ANN201
 
 def settle(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the cache look written long after the files' last change (not racily clean)."""
-    monkeypatch.setattr(recipecache, "RACY_NS", -(10**12))
+    monkeypatch.setattr(statkey, "racy", lambda key, taken_ns: False)
 
 
 def test_unchanged_recipes_are_parsed_once(proj: Project, monkeypatch) -> None:
@@ -64,7 +64,7 @@ def test_edit_with_the_same_size_and_mtime_is_parsed_again(proj: Project, monkey
 
 def test_racily_clean_file_is_compared_by_content(proj: Project) -> None:
     """A file changed in the clock tick of the cache's write keeps its stat key: within
-    RACY_NS of the write the content decides (simulated by a cache holding another digest)."""
+    the racy window of the write (tasks.store.statkey) the content decides (simulated by a cache holding another digest)."""
     parse = Counting()
     load(proj, parse)
     cache = proj.root / "cache" / "state" / "recipes.cache"
@@ -120,7 +120,7 @@ def test_a_changed_engine_parses_again(proj: Project, monkeypatch, tmp_path: Pat
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / "kind.py").write_text("X = 1\n")
-    monkeypatch.setattr(recipecache, "ENGINE", engine)
+    monkeypatch.setattr(inputs, "ENGINE", engine)
     parse = Counting()
     load(proj, parse)
     (engine / "kind.py").write_text("X = 22\n")

@@ -56,7 +56,7 @@ from doit.exceptions import BaseFail, InvalidCommand
 from tasks.engine import noop, report
 from tasks.engine.explain import RUN, Statuses, is_group, parts
 from tasks.model.recipe import step_rank
-from tasks.store import lock
+from tasks.store import inputs, lock
 
 HELP = ("-h", "--help")
 
@@ -528,7 +528,7 @@ class Run(_Plain, DoitRun):
         project = os.path.dirname(dodo)
         state = noop.state_dir(project)
         stamp = os.path.join(state, noop.NAME)
-        key = noop.make_key(args, params, os.environ)
+        key = noop.make_key(args, params)
         if os.path.exists(stamp):
             try:
                 lock.acquire(Path(state))  # as the run would: a busy project is no no-op
@@ -540,6 +540,10 @@ class Run(_Plain, DoitRun):
             noop.discard(stamp)
         started = time.time_ns()
         report.LAST = None  # set by this run's reporter
+        inputs.begin()  # from here on, every input of the plan is registered where it is read
+        inputs.file(dodo)
+        for config in ("pyproject.toml", "doit.cfg"):  # doit's own, read from where it started
+            inputs.file(os.path.abspath(config))
         result = super().execute(params, args)
         if result == 0:
             _record(self, stamp, key, started, project, dodo)
@@ -564,9 +568,9 @@ def _record(cmd: Run, stamp: str, key: str, started: int, project: str, dodo: st
             return  # its check is more than files: every run must make it
         files.update(map(str, t.file_dep))
         files.update(map(str, t.targets))
-    here = os.getcwd()  # dodo.py's directory: the tasks' paths are relative to it
-    paths = noop.project_inputs(project, dodo) + [os.path.join(here, p) for p in files]
-    noop.record(stamp, key, paths, started, "".join(rep.said), rep.bar_summary())
+    # doit's check reads each visited task's file_dep and targets (relative to dodo.py's
+    # directory, the current one); the plan's own reads were registered where they happened
+    noop.record(stamp, key, inputs.snapshot(), files, started, "".join(rep.said), rep.bar_summary())
 
 
 class Status(_Plain, Command):

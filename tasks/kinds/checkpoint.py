@@ -21,7 +21,7 @@ from tasks.build.action import BuildAction
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import Config
 from tasks.model.recipe import PACKAGE_KEYS, Build, Checker, Recipe, package_fields
-from tasks.store import uptodate
+from tasks.store import inputs, uptodate
 
 # a script step: its versions (if any), script phases, files and environment
 SCRIPT_KEYS = PACKAGE_KEYS - {
@@ -72,7 +72,7 @@ class MachineIs:
         self.machine = machine
 
     def __call__(self, task: Task, values: dict[str, Any]) -> bool:
-        return (os.environ.get("AZL_MACHINE") or os.uname().machine) == self.machine
+        return (inputs.env("AZL_MACHINE") or os.uname().machine) == self.machine
 
     def __str__(self) -> str:
         return f"running machine is {self.machine}"

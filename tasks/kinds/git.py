@@ -19,7 +19,6 @@ the record (refused while something is mounted under it).
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import Config, Paths
 from tasks.model.recipe import Build, Checker, Recipe, Version
 from tasks.sources.gitpin import Pin, PinError, checkout, checkout_differs, write_record
-from tasks.store import lock, uptodate
+from tasks.store import inputs, lock, uptodate
 
 PIN_KEYS = frozenset({"url", "commit", "tree", "ref", "submodules", "skip"})
 KEYS = PIN_KEYS | {"dir"}
@@ -110,8 +109,8 @@ def git_mirrors(plan: Plan) -> list[Path]:
             dirs.append(Path(m.removeprefix("file://")))
         elif "://" not in m:
             dirs.append(plan.paths.project / m)
-    dirs += [Path(d) for d in os.environ.get("AZL_GIT_MIRRORS", "").split(":") if d]
-    return [d for d in dirs if d.is_dir()]
+    dirs += [Path(d) for d in (inputs.env("AZL_GIT_MIRRORS") or "").split(":") if d]
+    return [d for d in dirs if inputs.listing(d).is_dir()]  # their entries decide too
 
 
 def pin_record(pin: Pin) -> dict[str, Any]:

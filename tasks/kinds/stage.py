@@ -68,6 +68,7 @@ from tasks.model.recipe import (
 )
 from tasks.sources import gomodules
 from tasks.sources.toolkitlist import SETS
+from tasks.store import inputs
 from tasks.store.fsutil import safe_rmtree
 from tasks.toolkit import sourceserver
 from tasks.toolkit.action import (
@@ -407,7 +408,7 @@ class StageAction(AttemptAction):
 def home() -> str:
     """HOME for a stage (Go's caches): the caller's, else the running user's from passwd
     (live-bootstrap's console shell has none)."""
-    return os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+    return inputs.env("HOME") or pwd.getpwuid(os.getuid()).pw_dir
 
 
 def go_modules_dir(paths: Paths) -> Path:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.model.recipe import RecipeError
+from tasks.store import inputs
 
 CONFIG_NAME = "azl-bootstrap.toml"
 _TYPES: dict[str, type] = {
@@ -79,7 +80,7 @@ class Config:
 
 def load_config(project: Path) -> Config:
     """Read ``project/azl-bootstrap.toml`` if it exists; errors name the file and the key."""
-    path = project / CONFIG_NAME
+    path = inputs.file(project / CONFIG_NAME)
     if not path.exists():
         return Config()
     try:

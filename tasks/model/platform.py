@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.model.config import Config
+from tasks.store import inputs
 
 GUEST_STEPS = Path("/steps")  # live-bootstrap leaves its step scripts and env here
 
@@ -66,8 +67,10 @@ class Platform:
     def build_env(self, host_env: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of every build command: an allow-list of the host's variables
         (PATH, TMPDIR) plus the platform's; user settings like CFLAGS do not leak in."""
-        host = os.environ if host_env is None else host_env
-        env = {k: host[k] for k in ("PATH", "TMPDIR") if k in host}
+        if host_env is None:  # a session step's check runs in it: inputs of the plan
+            env = {k: v for k in ("PATH", "TMPDIR") if (v := inputs.env(k)) is not None}
+        else:
+            env = {k: host_env[k] for k in ("PATH", "TMPDIR") if k in host_env}
         env.setdefault("PATH", "/usr/bin:/bin")
         env.update(
             LC_ALL="C",
@@ -114,7 +117,7 @@ def _guest_env(steps: Path) -> dict[str, str]:
     """The last assignment of each variable in live-bootstrap's ``steps/env``."""
     values: dict[str, str] = {}
     try:
-        text = (steps / "env").read_text()
+        text = inputs.file(steps / "env").read_text()
     except OSError:
         return values
     for line in text.splitlines():
@@ -125,12 +128,17 @@ def _guest_env(steps: Path) -> dict[str, str]:
 
 
 def compiler_target() -> str:
-    """The host C compiler's triple (``cc -dumpmachine``)."""
-    for cc in (os.environ.get("CC"), "cc", "gcc"):
+    """The host C compiler's triple (``cc -dumpmachine``): ``$CC``, else ``cc``, else ``gcc``,
+    found on ``PATH`` (each place looked at is an input of the plan: a wrapper put first on
+    PATH is another compiler)."""
+    for cc in (inputs.env("CC"), "cc", "gcc"):
         if not cc:
             continue
+        exe = inputs.which(cc)
+        if exe is None:
+            continue
         try:
-            out = subprocess.run([cc, "-dumpmachine"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run([exe, "-dumpmachine"], capture_output=True, text=True, timeout=30)
         except OSError:
             continue
         if out.returncode == 0 and out.stdout.strip():
@@ -175,9 +183,9 @@ def detect(
     ``/steps/bootstrap.cfg``), else the sandbox; ``platform`` in the config or ``AZL_PLATFORM`` overrides; ``name`` overrides both."""
     name = (
         name
-        or os.environ.get("AZL_PLATFORM")  # e.g. AZL_PLATFORM=guest doit list: the guest's plan
+        or inputs.env("AZL_PLATFORM")  # e.g. AZL_PLATFORM=guest doit list: the guest's plan
         or config.platform
-        or ("guest" if (steps / "bootstrap.cfg").exists() else "sandbox")
+        or ("guest" if inputs.file(steps / "bootstrap.cfg").exists() else "sandbox")
     )
     if name not in MACHINES:
         raise PlatformError(name)
@@ -190,7 +198,8 @@ def detect(
         libdir = config.libdir or f"{prefix}/lib/{target}"
     else:
         target = config.target or compiler_target()
-        root = str((project / (config.root or "cache/sandbox/root")).resolve())
+        # resolved through links: ROOT moved behind one is another ROOT (every signature)
+        root = str(inputs.resolve(project / (config.root or "cache/sandbox/root")))
         prefix = config.prefix or f"{root}/usr"
         libdir = config.libdir or f"{prefix}/lib"
     return Platform(name, target, root, prefix, libdir, jobs)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.store import inputs
 from tasks.store.fsutil import atomic_write
 
 # What git sees: nothing of the caller's git configuration or environment.
@@ -110,6 +111,9 @@ def local_sources(url: str, mirrors: Iterable[Path]) -> list[Path]:
     name, owner = repo_name(url), _owner(url)
     found: list[Path] = []
     for d in map(Path, mirrors):
+        inputs.listing(d)  # an entry added or removed (the globs below)
+        for sub in d.glob(f"*+{name}"):
+            inputs.file(sub / "repo")  # a repository put into an existing owner+name/
         exact = [d / f"{owner}+{name}" / "repo", d / f"{owner}+{name}.git", d / f"{name}.git"]
         bundles = [d / f"{owner}+{name}.bundle", d / f"{name}.bundle"]
         others = sorted(d.glob(f"*+{name}/repo")) + sorted(d.glob(f"*+{name}.bundle"))
@@ -124,7 +128,7 @@ def snapshot_tarballs(url: str, commit: str, mirrors: Iterable[Path]) -> list[Pa
         for d in map(Path, mirrors)
         for stem in (f"{_owner(url)}+{name}-{commit}", f"{name}-{commit}")
         for suffix in TARBALL_SUFFIXES
-        if (d / f"{stem}{suffix}").is_file()
+        if inputs.file(d / f"{stem}{suffix}").is_file()
     ]
 
 
@@ -133,6 +137,12 @@ def _is_local(url: str) -> bool:
 
 
 def has_commit(gitdir: Path, commit: str) -> bool:
+    """Whether the repository ``gitdir`` holds ``commit``. Where the object could be (or
+    come to be) is an input of the plan: the loose object's directory, the packs, the
+    alternates; so a fetch into the repository, a repack or a prune is seen."""
+    objects = Path(gitdir) / "objects"
+    for where in (objects / commit[:2], objects / "pack", objects / "info" / "alternates"):
+        inputs.file(where)
     r = subprocess.run(
         ["git", f"--git-dir={gitdir}", "cat-file", "-e", f"{commit}^{{commit}}"],
         env=GIT_ENV,

@@ -21,6 +21,7 @@ from pathlib import Path
 from tasks.model.recipe import Source
 from tasks.sources.gitpin import has_commit
 from tasks.sources.lbsources import Entry, distfiles, entries, read_commit
+from tasks.store import inputs
 from tasks.store.fsutil import atomic_write
 
 
@@ -29,7 +30,7 @@ def distfile_list(
 ) -> list[Entry] | None:
     """The distinct distfiles of live-bootstrap at ``commit`` (None if no store has it yet),
     each with the Debian pool path ``debian`` names for its file."""
-    saved = cache / f"distfiles-{commit}.json"
+    saved = inputs.file(cache / f"distfiles-{commit}.json")  # deleted: the stores decide again
     items: list[Entry] | None = None
     if saved.is_file():
         rows = json.loads(saved.read_text())
@@ -44,7 +45,7 @@ def distfile_list(
         ]
     else:
         for store in stores:
-            if (store / "HEAD").exists() and has_commit(store, commit):
+            if inputs.file(store / "HEAD").exists() and has_commit(store, commit):
                 items = distfiles(entries(*read_commit(store, commit)))
                 rows = [asdict(e) for e in items]
                 cache.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from doit.exceptions import TaskFailed
 
 from tasks.model.config import Paths
 from tasks.model.recipe import Source
-from tasks.store import checker, lock, uptodate
+from tasks.store import checker, inputs, lock, statkey, uptodate
 from tasks.store.fsutil import atomic_write
 
 
@@ -48,7 +48,7 @@ class MirrorSettings:
     def make(
         mirrors: list[str], debian_archive: str | None, offline: bool, project: Path
     ) -> MirrorSettings:
-        urls = tuple(m if "://" in m else (project / m).resolve().as_uri() for m in mirrors)
+        urls = tuple(m if "://" in m else inputs.resolve(project / m).as_uri() for m in mirrors)
         return MirrorSettings(urls, debian_archive, offline)
 
     def urls(self, source: Source, *, debian: str | None = None) -> list[str]:
@@ -65,8 +65,8 @@ class MirrorSettings:
 
 
 def _stat_key(path: Path) -> list[int]:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    """The verified file's stat key (a JSON list in the task's saved values)."""
+    return list(statkey.of(os.stat(path)))
 
 
 def fetch_source(
@@ -257,7 +257,7 @@ class Verified:
             st = os.stat(self.path)
         except OSError:
             return False
-        if values.get("verified") == [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]:
+        if values.get("verified") == list(statkey.of(st)):  # older records: the digest decides
             return True
         digest = values.get("xxh3")
         return digest is not None and checker.file_digest(str(self.path), st) == digest

@@ -29,10 +29,11 @@ import threading
 import xxhash
 from doit.dependency import FileChangedChecker
 
+from tasks.store import statkey
 from tasks.store.fsutil import atomic_write
 
 _lock = threading.Lock()
-_memo: dict[str, str] = {}  # "path\0mtime_ns\0ctime_ns\0size\0ino" -> digest
+_memo: dict[str, str] = {}  # "path\0" + the stat key (tasks.store.statkey) joined by "\0" -> digest
 _cache_path: str | None = None
 _dirty = False
 _path_locks: dict[str, threading.Lock] = {}  # one hasher per file at a time
@@ -78,7 +79,7 @@ def _current(key: str) -> bool:
 
 
 def _key(path: str, st: os.stat_result) -> str:
-    return f"{os.path.abspath(path)}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_size}\0{st.st_ino}"
+    return "\0".join([os.path.abspath(path), *map(str, statkey.of(st))])
 
 
 def file_digest(path: str, st: os.stat_result | None = None) -> str:
@@ -121,7 +122,7 @@ def _hash(path: str) -> str:
 
 
 def _stat_state(st: os.stat_result) -> list[int]:
-    return [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
+    return list(statkey.of(st))
 
 
 class XXH3Checker(FileChangedChecker):

@@ -8,14 +8,14 @@ project validated: a run stopped by a bad config writes nothing) keeps a new one
 ``dodo.py``) with the key it was made from:
 
 - every file and directory under ``recipes/`` (patches and ``files/`` too: validation checks
-  that they exist) with its stat key (size, mtime, ctime, inode) and its content digest
+  that they exist) with its stat key (``tasks.store.statkey``) and its content digest
   (xxh3), so an added, removed, renamed or edited file misses;
 - the engine's own source files (``tasks/**/*.py``) by stat key, and the Python version, so a
   new engine never reuses recipes parsed by an old one.
 
-A file whose stat key matches is trusted without reading it only if its ctime is older than
-the cache by more than ``RACY_NS`` (as git does with its index): an edit in the same clock
-tick as the cache's write, with the same size, has the same stat key, so such a "racily
+A file whose stat key matches is trusted without reading it only if it is not racy
+(``statkey.racy``, as git does with its index) against the moment the cache was made: an
+edit in the same clock tick, with the same size, has the same stat key, so such a "racily
 clean" file is read and compared by content. A load that finds errors is never cached: the
 errors are reported on every run until fixed. A missing, damaged or foreign cache file only
 costs a full parse.
@@ -34,37 +34,34 @@ from typing import TypeVar
 
 import xxhash
 
+from tasks.store import inputs, statkey
 from tasks.store.fsutil import atomic_write
 
 T = TypeVar("T")
-RACY_NS = 2_000_000_000  # a stat key this close to the cache's write is checked by content
-FORMAT = 1
-ENGINE = Path(__file__).resolve().parent.parent  # the whole tasks package
+FORMAT = 2  # 2: tasks.store.statkey's field order
+ENGINE = inputs.ENGINE
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def scan(top: Path) -> dict[str, tuple[int, int, int, int]]:
-    """Stat key of every file and directory under ``top`` (relative path -> key)."""
-    found: dict[str, tuple[int, int, int, int]] = {}
+def scan(top: Path) -> dict[str, statkey.Key]:
+    """Stat key of every file and directory under ``top`` (relative path -> key); each is
+    an input of the plan (``tasks.store.inputs``), ``top`` too."""
+    found: dict[str, statkey.Key] = {}
+    inputs.listing(top)
     todo = [""]
     while todo:
         rel = todo.pop()
         with os.scandir(top / rel if rel else top) as it:
             for e in it:
                 name = f"{rel}/{e.name}" if rel else e.name
-                st = e.stat(follow_symlinks=True)
-                found[name] = _stat_key(st)
+                inputs.file(e.path)
+                found[name] = statkey.of(e.stat(follow_symlinks=True))
                 if e.is_dir(follow_symlinks=True):
                     todo.append(name)
     return found
 
 
 def _engine_key() -> tuple:
-    files = sorted(ENGINE.rglob("*.py"))
-    return (FORMAT, sys.version, tuple((str(p), _stat_key(p.stat())) for p in files))
+    return (FORMAT, sys.version, tuple(inputs.engine_files().items()))
 
 
 def _digest(path: Path) -> str:
@@ -134,12 +131,11 @@ def _same(recipes_dir: Path, files: dict[str, tuple], cached: dict) -> bool:
     old = cached["files"]
     if set(old) != set(files):
         return False
-    racy_after = cached["written"] - RACY_NS
     for rel, key in files.items():
         old_key, digest = old[rel]
         if tuple(old_key) != key:
             return False
-        if key[2] >= racy_after:
+        if statkey.racy(key, cached["written"]):
             try:
                 if _digest(recipes_dir / rel) != digest:
                     return False

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from tasks.store import lock
+from tasks.store import inputs, lock, statkey
 from tasks.store.fsutil import atomic_write, fsync_dir
 
 JOURNAL = "journal"
@@ -63,10 +63,11 @@ def read_journal(path: Path) -> _Journal:
     of valid lines, the byte length up to the end of the last valid one (a torn tail is
     beyond) and whether damaged lines were skipped. Parsed once per process while the file
     is unchanged (the loader and the backend share it); the records must not be mutated."""
+    inputs.file(path)  # what every task's up-to-date check reads
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            key = statkey.of(st)
             hit = _read_cache.get(str(path))
             if hit is not None and hit[0] == key:
                 return hit[1]
@@ -194,7 +195,7 @@ class TaskStateDB:
         if self._loaded:
             return
         self._disk, self._lines, self._good, self._damaged = read_journal(self.path)
-        if not self.path.exists() and self.legacy_dir.is_dir():
+        if not self.path.exists() and inputs.listing(self.legacy_dir).is_dir():
             self._disk, self._legacy = _legacy(self.legacy_dir), True
         self._loaded = True
 
