@@ -64,7 +64,7 @@ from tasks.sources.toolkitlist import (
     cached_lists,
     with_debian,
 )
-from tasks.store import lock
+from tasks.store import inputs, lock
 from tasks.store.fsutil import atomic_write
 from tasks.toolkit.action import MARKER, toolkit_on_platform, tree_dir
 
@@ -162,14 +162,14 @@ def _trees(w: Where) -> list[TreeFiles]:
     pin = w.pin
     here = [Path(pin.url)] if pin.url.startswith("/") else []
     stores = [w.checkout / ".git", *here, *local_sources(pin.url, w.mirrors)]
-    stores = [s / ".git" if (s / ".git" / "HEAD").exists() else s for s in stores]
+    stores = [s / ".git" if inputs.file(s / ".git" / "HEAD").exists() else s for s in stores]
     found: list[TreeFiles] = [
         GitTree(s, pin.commit)
         for s in stores
-        if (s / "HEAD").exists() and has_commit(s, pin.commit)
+        if inputs.file(s / "HEAD").exists() and has_commit(s, pin.commit)
     ]
     try:
-        made = json.loads((w.checkout / ".git" / MARKER).read_text())
+        made = json.loads(inputs.file(w.checkout / ".git" / MARKER).read_text())
     except (OSError, ValueError):
         made = {}
     if made.get("commit") == pin.commit:  # a tree checked out from a verified snapshot

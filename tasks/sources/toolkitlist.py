@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tasks.model.recipe import Source
+from tasks.store import inputs
 from tasks.store.fsutil import atomic_write
 
 CONTAINER = "toolkit/scripts/toolchain/container"
@@ -295,7 +296,7 @@ def with_debian(items: Iterable[Item], debian: Mapping[str, str]) -> list[Item]:
 def cached_lists(cache: Path, commit: str, trees: Iterable[TreeFiles]) -> list[Item] | None:
     """:func:`read_lists` of the first tree that has the lists, kept in ``cache`` by commit id
     (a commit pins them: the copy is never stale); None if no tree had them."""
-    saved = cache / f"lists-{commit}.json"
+    saved = inputs.file(cache / f"lists-{commit}.json")  # its presence decides the sources
     try:
         doc = json.loads(saved.read_text())
         if doc.get("format") == FORMAT:
