@@ -1,7 +1,8 @@
 """The fault suite's quick part (the default run): hostile tarballs in bulk, fuzzed bad recipes,
 corrupted state and a full disk at each step, each through the engine's real code (the disk
-through the real ``doit`` on a small tmpfs). The kill storms over a real build are opt-in
-(``-m faults``, and ``tests/bench_faults.py`` prints the table of every fault class)."""
+through the real ``doit`` on a small tmpfs), and the fault bench's counting. The kill storm
+over a real build is ``-m faults`` (a short one, which CI runs after the default suite;
+``tests/bench_faults.py`` runs the long one and prints the table of every fault class)."""
 
 from __future__ import annotations
 
