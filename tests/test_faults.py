@@ -1,7 +1,8 @@
 """The fault suite's quick part (the default run): hostile tarballs in bulk, fuzzed bad recipes,
 corrupted state and a full disk at each step, each through the engine's real code (the disk
-through the real ``doit`` on a small tmpfs). The kill storms over a real build are opt-in
-(``-m faults``, and ``tests/bench_faults.py`` prints the table of every fault class)."""
+through the real ``doit`` on a small tmpfs), and the fault bench's counting. The kill storm
+over a real build is ``-m faults`` (a short one, which CI runs after the default suite;
+``tests/bench_faults.py`` runs the long one and prints the table of every fault class)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def snapshot(top: Path) -> dict[str, bytes | str]:
 
 
 def test_hostile_tarballs_in_bulk_are_rejected_and_write_nothing_outside(
-    tmp_path: Path,
+    tmp_path: Path, record_property
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -56,11 +57,16 @@ def test_hostile_tarballs_in_bulk_are_rejected_and_write_nothing_outside(
         assert snapshot(outside) == before, h.kind
         kinds[h.kind] = kinds.get(h.kind, 0) + 1
     assert len(kinds) == 8 and min(kinds.values()) == 8, kinds
+    record_property("cases", sum(kinds.values()))  # tests/bench_faults.py counts them
 
 
-def test_bombs_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bombs_are_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_property
+) -> None:
     monkeypatch.setattr(unpack_mod, "BOMB_FLOOR", 2 << 20)  # the rule, on a smaller scale
+    tried = 0
     for h in bombs(8 << 20):
+        tried += 1
         archive = tmp_path / h.name
         archive.write_bytes(h.data)
         with pytest.raises(UnsafeArchive, match="decompression bomb"):
@@ -68,6 +74,7 @@ def test_bombs_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         total = sum(p.stat().st_size for p in (tmp_path / "dest").rglob("*") if p.is_file())
         assert total <= 2 << 20, h.kind
         shutil.rmtree(tmp_path / "dest")
+    record_property("cases", tried)
 
 
 def test_too_many_members_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,38 +135,54 @@ def toml_value(v: object) -> str:
     return repr(v)
 
 
-# one broken field each: (field named in the error, the recipe text)
+SOURCE = "versions.1.0.sources[0]"
+
+
+def broken(field: str, old: str, new: str, values: st.SearchStrategy) -> st.SearchStrategy:
+    """(the field an error must name exactly, the recipe text with ``old`` replaced by ``new``
+    formatted with a drawn value)."""
+    return values.map(lambda v: (field, VALID.replace(old, new.format(v))))
+
+
+# one broken field each, by kind of mistake: (the field the error names, the recipe text)
 MUTATIONS = {
-    "version": st.builds(
-        lambda v: VALID.replace('version = "1.0"', f"version = {v}"), _WRONG.map(toml_value)
-    ),
-    "description": st.builds(
-        lambda v: VALID.replace('description = "a package"', f"description = {v}"),
+    "version": broken("version", 'version = "1.0"', "version = {}", _WRONG.map(toml_value)),
+    "description": broken(
+        "description",
+        'description = "a package"',
+        "description = {}",
         st.one_of(st.integers(), st.booleans()).map(toml_value),
     ),
-    "depends": st.builds(
-        lambda v: VALID.replace("depends = []", f"depends = {v}"), _NOT_A_LIST.map(toml_value)
+    "depends": broken("depends", "depends = []", "depends = {}", _NOT_A_LIST.map(toml_value)),
+    "build_system": broken(
+        "build_system",
+        'build_system = "autotools"',
+        "build_system = {}",
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12)
+        .filter(lambda s: s not in ("autotools", "meson", "cmake", "make", "script"))
+        .map(toml_value),
     ),
-    "build_system": st.builds(
-        lambda v: VALID.replace('build_system = "autotools"', f"build_system = {toml_value(v)}"),
-        st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12).filter(
-            lambda s: s not in ("autotools", "meson", "cmake", "make", "script")
-        ),
-    ),
-    "configure_args": st.builds(
-        lambda v: VALID.replace('configure_args = ["--disable-nls"]', f"configure_args = {v}"),
+    "configure_args": broken(
+        "configure_args",
+        'configure_args = ["--disable-nls"]',
+        "configure_args = {}",
         _NOT_A_LIST.map(toml_value),
     ),
-    "sha256": st.builds(lambda v: VALID.replace("0" * 64, v), _BAD_SHA),
-    "file": st.builds(
-        lambda v: VALID.replace('file = "a-1.0.tar.gz"', f"file = {toml_value(v)}"),
-        st.one_of(st.just("../evil.tar.gz"), st.just(".hidden"), st.just("a/b.tar.gz")),
+    "sha256": broken(f"{SOURCE}.sha256", "0" * 64, "{}", _BAD_SHA),
+    "file": broken(
+        f"{SOURCE}.file",
+        'file = "a-1.0.tar.gz"',
+        "file = {}",
+        st.sampled_from(["../evil.tar.gz", ".hidden", "a/b.tar.gz"]).map(toml_value),
     ),
-    "unknown key": st.builds(
-        lambda k: VALID.replace("depends = []", f"depends = []\n{k} = 1"),
-        st.text(alphabet="qxzjkw", min_size=3, max_size=10),
+    # the unknown key itself is the field named
+    "unknown key": st.text(alphabet="qxzjkw", min_size=3, max_size=10).map(
+        lambda k: (k, VALID.replace("depends = []", f"depends = []\n{k} = 1"))
     ),
-    "env": st.builds(lambda v: VALID + f"env = {{ X = {v} }}\n", _WRONG.map(toml_value)),
+    # appended after [versions."1.0"]: that version's env
+    "env": _WRONG.map(
+        lambda v: ("versions.1.0.env.X", VALID + f"env = {{ X = {toml_value(v)} }}\n")
+    ),
 }
 
 
@@ -168,23 +191,27 @@ MUTATIONS = {
 )
 @given(data=st.data())
 def test_fuzzed_bad_recipes_are_rejected_with_file_and_field(
-    tmp_path: Path, data: st.DataObject
+    tmp_path: Path, data: st.DataObject, record_property
 ) -> None:
-    field = data.draw(st.sampled_from(sorted(MUTATIONS)))
-    text = data.draw(MUTATIONS[field])
+    kind = data.draw(st.sampled_from(sorted(MUTATIONS)))
+    field, text = data.draw(MUTATIONS[kind])
     path = tmp_path / "a.toml"
     path.write_text(text)
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         assume(False)  # the mutation must stay valid TOML to test the fields
+    record_property("cases", 1)  # one fuzzed recipe (tests/bench_faults.py counts them)
     before = sorted(tmp_path.rglob("*"))
     recipe, errors = parse_recipe(path)
-    assert errors, (field, text)
+    assert errors, (kind, text)
     for e in errors:
         assert isinstance(e, RecipeError) and str(e).startswith(f"{path}: ")
-    wanted = field.split()[0] if field != "unknown key" else ""
-    assert any(wanted in e.field for e in errors), (field, [str(e) for e in errors])
+    said = {e.field: str(e) for e in errors}
+    assert field in said, (kind, field, list(said.values()))
+    assert said[field].startswith(f"{path}: {field}: "), said[field]
+    if kind == "unknown key":
+        assert said[field].startswith(f"{path}: {field}: unknown key")
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
 
 
@@ -327,29 +354,69 @@ def test_disk_full_during_download(project: Project, small_disk) -> None:
 # --------------------------------------------------------------------------- kill storms (opt-in)
 
 
+STORM_CHAIN = ("attr", "acl")  # two small real packages, acl linking attr's libattr
+
+
 @pytest.mark.faults
 @pytest.mark.network
 def test_kill_storm_over_the_real_chain(tmp_path: Path, archive: str) -> None:
-    """A short storm (``tests/bench_faults.py`` runs the long one): SIGTERM and SIGINT under
-    -n 2, SIGKILL at random times, log lines and engine points of pcre2 -> grep; then one run
-    to the end equals a clean build, and no finished package was built twice."""
+    """A short storm, CI's (``tests/bench_faults.py`` runs the long one over pcre2 -> grep):
+    SIGTERM and SIGINT under -n 2, SIGKILL at random times, log lines and engine points of
+    attr -> acl; then one run to the end equals a clean build made afterwards, no finished
+    package was built twice, and every class had trials whose signal was delivered."""
     import json
     import random
 
-    from tests.bench_faults import CHAIN, Row, finish, plan, storm
+    from tests.bench_faults import Row, finish, plan, storm
     from tests.conftest import real_project
 
-    clean = real_project(tmp_path / "clean", *CHAIN)
-    ok(clean.doit(timeout=3600))
-    project = real_project(tmp_path / "storm", *CHAIN)
+    sources = real_project(tmp_path / "sources", *STORM_CHAIN)
+    ok(sources.doit("mirror", timeout=600))  # the sources only: the storm builds from them
+    project = real_project(tmp_path / "storm", *STORM_CHAIN)
     config = (
-        f'platform = "sandbox"\njobs = 2\nmirrors = [{json.dumps(str(clean.root / "mirror"))}]\n'
+        f'platform = "sandbox"\njobs = 2\nmirrors = [{json.dumps(str(sources.root / "mirror"))}]\n'
     )
     project.config(config)
-    rows: dict = {}
-    storm(project, rows, plan(kills=6, terms=2), random.Random(int(os.environ.get("SEED", "1"))))
+    rows: dict[str, Row] = {}
+    rng = random.Random(int(os.environ.get("SEED", "1")))
+    storm(project, rows, plan(kills=4, terms=1), rng, STORM_CHAIN)
     final = Row("final")
-    finish(project, config, final)
+    finish(project, config, final, STORM_CHAIN)
+    assert set(rows) == {"SIGTERM -n 2", "SIGINT -n 2", "kill -9"}
     for row in rows.values():
-        assert (row.survived, row.work_lost) == (row.tries, 0), row
+        assert row.tries >= 1, row  # a storm whose signals all came too late proves nothing
+        assert (row.survived, row.work_lost, row.notes) == (row.tries, 0, []), row
     assert final.bad_files == 0, final.notes
+
+
+# --------------------------------------------------------------------------- the bench's counts
+
+
+def test_the_bench_counts_a_trial_only_once_its_signal_was_delivered(project: Project) -> None:
+    """``tests/bench_faults.py``'s tries: a kill at an engine point the run reaches is a trial
+    (survived); one at a point the run never reaches delivers nothing and is not counted, though
+    the build ran."""
+    import random
+    import signal
+
+    from tests.bench_faults import Row, complete, one_trial, storm
+
+    pkg(project, "a")
+    chain, rng = ("a",), random.Random(1)
+    hit = one_trial(project, rng, "point:unpacked", signal.SIGKILL, [], chain)
+    assert (hit.delivered, hit.survived) == (True, True), hit
+    rows: dict[str, Row] = {}
+    storm(project, rows, [("kill -9", signal.SIGKILL, "point:nowhere", [])], rng, chain)
+    assert complete(project, "a")  # the run went to its end: no signal reached it
+    assert (rows["kill -9"].tries, rows["kill -9"].survived) == (0, 0), rows
+    storm(project, rows, [("kill -9", signal.SIGKILL, "point:unpacked", [])] * 2, rng, chain)
+    assert (rows["kill -9"].tries, rows["kill -9"].survived) == (2, 2), rows
+
+
+def test_the_bench_counts_cases_not_pytest_tests() -> None:
+    """A row from a pytest run counts the cases each test records: 64 hostile tarballs in one
+    test are 64 tries."""
+    from tests.bench_faults import pytest_row
+
+    row = pytest_row("hostile tarballs", ["tests/test_faults.py", "-k", "tarballs_in_bulk"])
+    assert (row.tries, row.survived) == (64, 64), row

@@ -1,7 +1,8 @@
 """live-bootstrap's distfile list (tasks/sources/lbsources.py) on the real list of the pinned commit
 (tests/data/live-bootstrap-1296c44b.sources, made by tests/data/make_lb_sources.py), read again
-from a real checkout where a local mirror has live-bootstrap, and Debian's byte-identical
-copies fetched from the real archive."""
+from a real checkout of the pin (from the bundles in ../shared/git), its counts checked against
+live-bootstrap's own reader (``lib/generator.py`` at the pin, run on its own ``steps/``), and
+Debian's byte-identical copies fetched from the real archive."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tasks.sources.lbsources import (
     entries,
     parse_line,
     read_checkout,
+    read_commit,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "live-bootstrap-1296c44b.sources"
@@ -116,6 +118,61 @@ def test_the_data_is_what_the_real_checkout_says(tmp_path: Path) -> None:
     real = read_checkout(tmp_path / "lb")
     key = lambda e: (e.step, e.line)  # noqa: E731
     assert sorted(real, key=key) == sorted(data_entries(), key=key)
+
+
+# live-bootstrap's own reading, in a child: lib/generator.py at the pin imports requests at the
+# top (only its downloads use it), so a stand-in module lets it import without it
+_GENERATOR = """
+import json, sys, types
+requests = types.ModuleType("requests")
+requests.HTTPError = OSError
+sys.modules["requests"] = requests
+sys.path.insert(0, sys.argv[1] + "/lib")
+from generator import Generator
+print(json.dumps({"early": Generator.get_source_manifest(True),
+                  "all": Generator.get_source_manifest(False)}))
+"""
+
+
+def test_the_counts_are_what_live_bootstraps_own_generator_reads(tmp_path: Path) -> None:
+    """71 distfiles before the network and 177 after it, as rootfs.py's Generator lists them at
+    the pin (the files it fetches up front, and the rest): the classifier, the data file and
+    lb-image's up-front list all agree with it, file by file and sha256 by sha256."""
+    import json
+    import subprocess
+    import sys
+
+    from tasks.host.lbinputs import upfront_distfiles
+    from tasks.sources.gitpin import fetch_commit, git, local_sources
+    from tests.test_gitpin import LB, real_mirror
+
+    gitdir = tmp_path / "lb.git"
+    git("init", "--quiet", "--bare", gitdir)
+    [bundle] = local_sources(LB.url, real_mirror("fosslinux+live-bootstrap"))
+    fetch_commit(gitdir, str(bundle), LB.commit, LB.ref)
+    tree = tmp_path / "lb"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", f"--git-dir={gitdir}", "archive", LB.commit, "lib", "steps"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _GENERATOR, str(tree)], capture_output=True, text=True, check=True
+    ).stdout
+    theirs = json.loads(out)  # entries: [sha256, directory, url, file name]
+    early = {e[3]: e[0] for e in theirs["early"]}
+    later = {e[3]: e[0] for e in theirs["all"] if e[3] not in early}
+    assert (len(early), len(later)) == (71, 177)
+
+    ours = distfiles(entries(*read_commit(gitdir, LB.commit)))
+    assert {e.source.file: e.source.sha256 for e in ours if e.use == "early"} == early
+    assert {e.source.file: e.source.sha256 for e in ours if e.use == "build"} == later
+    assert not [e for e in ours if e.use == "unused"]
+    data = distfiles(data_entries())
+    assert {(e.source.file, e.use) for e in data} == {(e.source.file, e.use) for e in ours}
+    assert {s.file: s.sha256 for s in upfront_distfiles(tree)} == early
 
 
 @pytest.mark.network
