@@ -13,20 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sources import gitpin
-from tests.conftest import REPO
+from tests.conftest import REPO, shared_git
 
-SHARED_GIT = REPO.parent / "shared" / "git"
 HOST_RECIPES = ("preflight", "live-bootstrap", "lb-mirror", "lb-image", "dropbear", "guest")
 
 
 def git_mirrors() -> str:
-    """AZL_GIT_MIRRORS for live-bootstrap's pinned checkout: the caller's, and the bundles
-    of ../shared/git."""
-    dirs = [str(d) for d in gitpin.mirror_dirs(REPO)]
-    if SHARED_GIT.is_dir():
-        dirs.append(str(SHARED_GIT))
-    return ":".join(dirs)
+    """AZL_GIT_MIRRORS for live-bootstrap's pinned checkout: the bundles of ../shared/git."""
+    return str(shared_git("live-bootstrap"))
 
 
 def host_project(root: Path, config: str = "") -> Path:
