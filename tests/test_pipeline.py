@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.sources import gitpin
 from tests.conftest import REPO, shared_git
 
 HOST_RECIPES = ("preflight", "live-bootstrap", "lb-mirror", "lb-image", "dropbear", "guest")
