@@ -96,9 +96,12 @@ def _excluded(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def local_manifest(tree: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
+def local_manifest(
+    tree: Path, exclude: Iterable[str] = (), only: set[str] | None = None
+) -> dict[str, str]:
     """``{relative path: xxh3}`` of the regular files and symlinks under ``tree`` (a
-    symlink's digest is of its target text), skipping names matching ``exclude``."""
+    symlink's digest is of its target text), skipping names matching ``exclude`` and, with
+    ``only``, every path not in it (unread: a mirror holds much the guest never gets)."""
     exclude = tuple(exclude)
     out: dict[str, str] = {}
     for top, dirs, files in os.walk(tree):
@@ -108,6 +111,8 @@ def local_manifest(tree: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
                 continue
             path = os.path.join(top, name)
             rel = os.path.relpath(path, tree)
+            if only is not None and rel not in only:
+                continue
             st = os.lstat(path)
             if os.path.islink(path):
                 out[rel] = "link:" + os.readlink(path)
@@ -151,9 +156,7 @@ def push(
     """Make the guest's ``dest`` hold ``tree``'s files (see the module docstring); with
     ``only``, just those relative paths of it (the rest counts as absent)."""
     start = time.monotonic()
-    have = local_manifest(tree, exclude)
-    if only is not None:
-        have = {rel: d for rel, d in have.items() if rel in only}
+    have = local_manifest(tree, exclude, only)
     there = remote_manifest(link, dest, python)
     send = [rel for rel, digest in have.items() if there.get(rel) != digest]
     delete = sorted(set(there) - set(have))

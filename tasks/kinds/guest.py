@@ -30,6 +30,7 @@ from doit.task import Task
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import CONFIG_NAME, Config
 from tasks.model.recipe import Build, Checker, Recipe, Version
+from tasks.sources import gomodules
 
 KEYS: frozenset[str] = frozenset()
 # whether a no-op may trust the stat of its files (tasks/engine/noop.py): always runs (the VM's state decides)
@@ -83,11 +84,13 @@ def guest_only(plan: Plan) -> list[str]:
 
 def guest_mirror_files(plan: Plan) -> set[str] | None:
     """The mirror files the guest's plan needs (not the host's: live-bootstrap's distfiles
-    are in its image already); None if the guest plan cannot be read here."""
+    are in its image already), with the Go module cache the go-tools stage builds from
+    offline (tasks/sources/gomodules.py); None if the guest plan cannot be read here."""
     try:
-        return set(plan.for_platform("guest").sources) | {"SHA256SUMS"}
+        sources = set(plan.for_platform("guest").sources)
     except Exception:  # noqa: BLE001 - the guest's own doit will say what is wrong
         return None
+    return sources | {"SHA256SUMS"} | gomodules.mirror_files(plan.paths.mirror)
 
 
 def _run(plan: Plan, names: list[str]) -> TaskFailed | None:
