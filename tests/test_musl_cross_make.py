@@ -3,8 +3,10 @@ is that of `git archive | gzip -n` of the pinned commit, every sha1 the prepare 
 is musl-cross-make's own hashes/ file at that commit, and the tarballs Debian ships
 byte-identical are fetched and match both the recipe's sha256 and musl-cross-make's sha1.
 
-The pinned repository comes from AZL_GIT_MIRRORS (colon-separated directories holding
-<owner>+<name>/repo) or a `.mirror` directory above the checkout; the test skips without it.
+The pinned commit is master as it was on the seed's date. The pinned repository comes from
+AZL_GIT_MIRRORS (colon-separated directories holding <owner>+<name>/repo), a `.mirror`
+directory above the checkout, or ../shared/git/musl-cross-make.bundle; the test skips without
+them.
 """
 
 from __future__ import annotations
@@ -40,11 +42,18 @@ def version():
     return recipe.for_platform("guest").version
 
 
+BUNDLE = REPO.parent / "shared" / "git" / "musl-cross-make.bundle"
+SEED_DATE = "2025-09-01"  # the seed's test (../shared/seed/Azure.md)
+
+
 @pytest.fixture(scope="module")
-def mcm() -> Path:
+def mcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = git_mirror("richfelker+musl-cross-make")
+    if repo is None and BUNDLE.is_file():  # the shared bundle of the repository
+        repo = tmp_path_factory.mktemp("mcm") / "repo"
+        subprocess.run(["git", "clone", "--quiet", "--bare", str(BUNDLE), str(repo)], check=True)
     if repo is None:
-        pytest.skip("no local mirror of richfelker/musl-cross-make (AZL_GIT_MIRRORS)")
+        pytest.skip(f"no local mirror of richfelker/musl-cross-make (AZL_GIT_MIRRORS, {BUNDLE})")
     return repo
 
 
@@ -93,3 +102,13 @@ def test_debian_copies_are_byte_identical_to_upstream(mcm: Path, archive: str, t
         fetch([f"{archive}/pool/{s.debian}"], dest, s.sha256, progress=False)
         sha1 = git(mcm, "show", f"{ref}:hashes/{s.file}.sha1").decode().split()[0]
         assert hashlib.sha1(dest.read_bytes()).hexdigest() == sha1, s.file
+
+
+def test_the_pin_is_master_on_the_seeds_date(mcm: Path) -> None:
+    """The seed built musl-cross-make's master of its day: the pin is the last commit on
+    master committed by then (the next one came later)."""
+    ref = next(s.ref for s in version().sources if s.git)
+    dated = git(mcm, "log", "--format=%H %cs", "--first-parent", "master").decode().split("\n")
+    commits = [line.split() for line in dated if line]
+    at_seed = next(h for h, day in commits if day <= SEED_DATE)
+    assert ref == at_seed, f"master on {SEED_DATE} was {at_seed}, the recipe pins {ref}"
