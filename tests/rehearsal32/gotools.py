@@ -9,7 +9,7 @@ toolkit, in the i386 root on the 64-bit kernel, with the go1.23 that part (b) bu
 2. The toolkit is unpacked in the root (``TREE``) and the stage runs there as the guest runs
    it: the engine's own ``StageAction`` built from ``recipes/go-tools.toml`` (its make line,
    env, PATH, ``fresh`` paths, retry, one log per attempt), the modules from the mirror
-   (``GOPROXY=file://``, read only), under ``unshare --net`` (only a loopback that is down).
+   (``GOPROXY=file://``, read only), under ``unshare --net`` (nothing but a loopback).
    A stand-in manifest of the ``go`` package points ``${GO_BIN}`` at the root's go1.23.
 3. The same without ``GOARCH`` in the env: Go's default GOARCH=386 must fail with the seed's
    ``imagecustomizer.go:888`` error, on the first attempt, not retried.

@@ -140,7 +140,7 @@ def _rmtree_root(root: Path) -> None:
 def entered(root: Path, project: Path) -> Iterator:
     """Mount what a chroot needs (and the project at /azl), yield ``run(script, log=None,
     env=None, network=True)`` that runs ``script`` with sh inside (without network: in a
-    network namespace of its own), unmount everything afterwards."""
+    network namespace of its own, with only a loopback), unmount everything afterwards."""
     mounts: list[Path] = []
 
     def mount(args: list[str], target: Path) -> None:
@@ -169,8 +169,9 @@ def entered(root: Path, project: Path) -> Iterator:
                 "DEBIAN_FRONTEND": "noninteractive",
             }
             cmd = ["chroot", str(root), "/bin/sh", "-c", script]
-            if not network:  # a new network namespace: only a loopback, and that is down
-                cmd = ["unshare", "--net", *cmd]
+            if not network:  # a network namespace of its own: a loopback (up, as the guest's)
+                up = 'ip link set lo up && exec "$@"'
+                cmd = ["unshare", "--net", "sh", "-c", up, "sh", *cmd]
             _run(cmd, log, env={**base, **(env or {})})
 
         yield run
