@@ -10,7 +10,10 @@ toolkit, in the i386 root on the 64-bit kernel, with the go1.23 that part (b) bu
    it: the engine's own ``StageAction`` built from ``recipes/go-tools.toml`` (its make line,
    env, PATH, ``fresh`` paths, retry, one log per attempt), the modules from the mirror
    (``GOPROXY=file://``, read only), under ``unshare --net`` (nothing but a loopback).
-   A stand-in manifest of the ``go`` package points ``${GO_BIN}`` at the root's go1.23.
+   A stand-in manifest of the ``go`` package points ``${GO_BIN}`` at the root's go1.23. The
+   toolkit's tests (make runs them before each build) need rpm, rpmspec and zstd (Debian's
+   stand in for the guest's, see root.PACKAGES) and the licence checker's test data
+   ``all_docs_20240522.json``, which the shared tarball lacks: ``stand_in_all_docs``.
 3. The same without ``GOARCH`` in the env: Go's default GOARCH=386 must fail with the seed's
    ``imagecustomizer.go:888`` error, on the first attempt, not retried.
 
@@ -20,6 +23,7 @@ toolkit, in the i386 root on the 64-bit kernel, with the go1.23 that part (b) bu
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -90,6 +94,7 @@ class GoToolsResult:
     amd64: StageRun | None = None
     default: StageRun | None = None  # without GOARCH
     tools: dict[str, str] = field(default_factory=dict)  # tool: its ELF machine
+    stand_in_docs: int = 0  # entries of the licence checker's stand-in test data
 
     def summary(self) -> str:
         lines = [
@@ -107,6 +112,8 @@ class GoToolsResult:
                 )
                 if not r.ok:
                     lines.append("  " + r.message.splitlines()[0])
+        if self.stand_in_docs:
+            lines.append(f"licence checker's stand-in test data: {self.stand_in_docs} doc files")
         machines = sorted(set(self.tools.values()))
         lines.append(f"{len(self.tools)} tools in toolkit/out/tools: {', '.join(machines)}")
         return "\n".join(lines)
@@ -140,6 +147,27 @@ def unpack_toolkit(project: Path, root: Path) -> Path:
     return tree
 
 
+ALL_DOCS = "toolkit/tools/pkg/licensecheck/testdata/all_docs_20240522.json"
+
+
+def stand_in_all_docs(root: Path, tree: Path) -> int:
+    """A stand-in for the licence checker's test data ``ALL_DOCS``, which the shared tarball
+    lacks (its README says so) and TestAgainstKnownDocs reads: the same format, listing the
+    root's own documentation files (/usr/share/doc/<package>/..., copyright and licence
+    files left out), which the checker must not take for licences. Returns the entries."""
+    entries = []
+    for path in sorted((root / "usr/share/doc").glob("*/*")):
+        if path.is_file() and not re.search(r"(?i)copyright|licen[cs]e|copying", path.name):
+            entries.append({"Pkg": path.parent.name, "Path": f"/{path.relative_to(root)}"})
+    data = {
+        "UniqueFiles": len(entries),
+        "UniquePackages": len({e["Pkg"] for e in entries}),
+        "TestDataEntries": entries,
+    }
+    (tree / ALL_DOCS).write_text(json.dumps(data, indent=1) + "\n")
+    return len(entries)
+
+
 def _stage_project(project: Path, root: Path) -> Path:
     """The stage's project inside the root: the checkout's mirror, a stand-in ``go`` manifest."""
     run = root / RUN.lstrip("/")
@@ -160,6 +188,7 @@ def gotools_check(project: Path, root: Path, without_goarch: bool = True) -> GoT
     log = root.parent / "gotools.log"
     log.write_text("")
     tree = unpack_toolkit(project, root)
+    result.stand_in_docs = stand_in_all_docs(root, tree)
     _stage_project(project, root)
     cache = project / "mirror" / gomodules.DEFAULT_DIR
     tools_inside = f"{TREE}/toolkit/tools"

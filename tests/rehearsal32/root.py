@@ -43,6 +43,10 @@ PACKAGES = (
     "bison", "flex", "gawk", "git", "xz-utils", "bzip2", "curl", "ca-certificates",
     "zlib1g-dev", "libssl-dev", "libpam0g-dev", "gettext", "texinfo",
     "libffi-dev", "libmagic-dev", "liblzma-dev",
+    # what the toolkit's own tests run (make go-tools runs them: tests/rehearsal32/gotools.py):
+    # rpm/rpmspec and zstd, which the guest has from its chain (V23 rpm 4.18.2, V13 zstd);
+    # Debian's rpm 4.18.0 and zstd stand in for them
+    "rpm", "zstd",
 )  # fmt: skip
 # The i386 bootstrap Go of go1.23 (which needs Go >= 1.20): bookworm-backports' golang-1.22.
 BOOTSTRAP_GO = ("golang-1.22-go", "/usr/lib/go-1.22")
