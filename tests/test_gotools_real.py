@@ -87,3 +87,27 @@ def test_without_goarch_it_fails_as_the_seed_did_on_the_first_attempt(result) ->
     assert SEED_ERROR in r.log_text, r.log_text[-3000:]
     assert r.logs == ["go-tools.1.log"]  # deterministic: not retried
     assert "not retried: the make output matches no retryable pattern" in r.message
+
+
+FIXED_SOURCE = "debootstrap_1.0.128+nmu2+deb12u2.tar.gz"
+FIXED_SHA = "c5ff2803461978d1b5fd965ae64ea5aabef94c3126793a58e8f9a4a92c00db96"
+
+
+@in_the_root
+def test_the_toolkits_srpmpacker_packs_debootstrap_only_with_the_fix(result, archive) -> None:
+    """The ISO stage's packer, as built above, on the real SPECS/debootstrap (the tree's
+    debootstrap fix, tests/test_debootstrap_fix.py): offline, with the mirror served as the
+    toolkit's SOURCE_URL (a stand-in for Azure Linux's source server), the pinned spec cannot
+    be packed and the fixed one can."""
+    from tasks.sources.download import fetch
+    from tests.rehearsal32.gotools import srpm_check
+
+    pool = f"{archive}/pool/main/d/debootstrap"
+    fetch([f"{pool}/{FIXED_SOURCE}"], REPO / "mirror" / FIXED_SOURCE, FIXED_SHA, progress=False)
+    runs = srpm_check(REPO, rehearsal32.root_dir(REPO))
+    orig, fixed = runs["orig"], runs["fixed"]
+    assert orig.code != 0 and orig.srpms == [], orig.output[-3000:]
+    assert "unable to hydrate files" in orig.output, orig.output[-3000:]
+    assert "debootstrap_1.0.128+nmu2.tar.gz" in orig.output
+    assert fixed.code == 0, fixed.output[-3000:]
+    assert fixed.srpms == ["debootstrap-1.0.128+nmu2+deb12u2-1.azl3.src.rpm"], fixed.output[-3000:]

@@ -38,6 +38,7 @@ TOOLKIT = "azurelinux/toolkit-6a8b54d4.tar.gz"  # under ../shared
 TREE = "/root/azl-gotools/tree"  # the pinned tree's toolkit/, unpacked inside the root
 RUN = "/root/azl-gotools/project"  # the stage's project inside: cache/ (logs, manifests), mirror
 RESULT = "/root/azl-gotools/result.json"
+SRPMPACKER = "/root/azl-gotools/srpmpacker"  # the stage's srpmpacker, kept for srpm_check
 SEED_ERROR = (
     "imagecustomizer.go:888:16: invalid operation: stat.Frsize * int64(stat.Blocks) "
     "(mismatched types int32 and int64)"
@@ -212,6 +213,8 @@ def gotools_check(project: Path, root: Path, without_goarch: bool = True) -> GoT
         result.amd64 = _stage(project, root, run, log, ())
         out = tree / "toolkit/out/tools"
         result.tools = {p.name: elf_machine(p) for p in sorted(out.iterdir()) if p.is_file()}
+        if (out / "srpmpacker").is_file():  # kept for srpm_check: the next run removes out/
+            shutil.copy2(out / "srpmpacker", root / SRPMPACKER.lstrip("/"))
         if without_goarch:
             result.default = _stage(project, root, run, log, ("GOARCH",))
     data = json.loads((root / RESULT.lstrip("/")).read_text())
@@ -235,3 +238,57 @@ def _stage(project: Path, root: Path, run, log: Path, drop: tuple[str, ...]) -> 
     logs_dir = root / RUN.lstrip("/") / "cache/logs"
     last = (logs_dir / data["logs"][-1]).read_text(errors="replace") if data["logs"] else ""
     return StageRun(data["ok"], data["message"], data["seconds"], data["logs"], data["env"], last)
+
+
+SPECS = "azurelinux/specs-6a8b54d4.tar.gz"  # under ../shared
+SRPM_PORT = 8321  # the stand-in source server, on the loopback of the run's own namespace
+
+
+@dataclass
+class SrpmRun:
+    code: int
+    output: str  # srpmpacker's output and log
+    srpms: list[str]
+
+
+def srpm_check(project: Path, root: Path) -> dict[str, SrpmRun]:
+    """The toolkit's own srpmpacker (built by the go-tools stage: ``SRPMPACKER``) packs the real tree's
+    SPECS/debootstrap, as the ISO stage's input-srpms does, once as pinned ("orig") and once
+    with the tree's fix (recipes/azurelinux/debootstrap-spec.patch, "fixed"), offline, with
+    a stand-in for the toolkit's SOURCE_URL: an HTTP server on the loopback serving the
+    checkout's mirror/. Debian's rpm in the root stands in for the guest's."""
+    work = root / "root/azl-gotools/srpm"
+    shutil.rmtree(work, ignore_errors=True)
+    tarball = project.parent / "shared" / SPECS
+    for variant in ("orig", "fixed"):
+        (work / variant).mkdir(parents=True)
+        subprocess.run(["tar", "-xzf", str(tarball), "-C", str(work / variant),
+                        "--strip-components=1", "--wildcards", "*/SPECS/debootstrap/*"],
+                       check=True)  # fmt: skip
+    patch = project / "recipes" / "azurelinux" / "debootstrap-spec.patch"
+    subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)],
+                   cwd=work / "fixed", check=True, capture_output=True)  # fmt: skip
+    tool = SRPMPACKER
+    inside = "/root/azl-gotools/srpm"
+    script = (
+        f"cd {inside} || exit 1; "
+        f"python3 -m http.server -d {INSIDE}/mirror -b 127.0.0.1 {SRPM_PORT} >server.log 2>&1 & "
+        f"server=$!; sleep 2; "
+        f"for v in orig fixed; do {tool} --dir=$v/SPECS --output-dir=$v/out "
+        f"--source-url=http://127.0.0.1:{SRPM_PORT} --dist-tag=.azl3 --build-dir=$v/build "
+        f"--signature-handling=enforce --pack-list=debootstrap --log-file=$v/srpmpacker.log "
+        f">$v/output 2>&1; echo $? >$v/code; done; kill $server"
+    )
+    with entered(root, project) as run:
+        run(script, root.parent / "gotools.log", {"HOME": "/root"}, network=False)
+    result = {}
+    for variant in ("orig", "fixed"):
+        d = work / variant
+        text = (d / "output").read_text(errors="replace")
+        if (d / "srpmpacker.log").is_file():
+            text += (d / "srpmpacker.log").read_text(errors="replace")
+        srpms = (
+            sorted(p.name for p in (d / "out").glob("*.src.rpm")) if (d / "out").is_dir() else []
+        )
+        result[variant] = SrpmRun(int((d / "code").read_text()), text, srpms)
+    return result
