@@ -111,8 +111,10 @@ class GoToolsResult:
                     f"{label}: {state} in {r.seconds:.0f} s, attempts {len(r.logs)} "
                     f"of {self.max_attempts} ({', '.join(r.logs)})"
                 )
-                if not r.ok:
-                    lines.append("  " + r.message.splitlines()[0])
+                if not r.ok:  # its first line is the exception's name
+                    lines += ["  " + ln for ln in r.message.splitlines()[1:4]]
+                    seed = [ln for ln in r.log_text.splitlines() if "imagecustomizer.go:888" in ln]
+                    lines += ["  " + ln for ln in seed[:1]]
         if self.stand_in_docs:
             lines.append(f"licence checker's stand-in test data: {self.stand_in_docs} doc files")
         machines = sorted(set(self.tools.values()))
