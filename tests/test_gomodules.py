@@ -135,16 +135,21 @@ def test_the_guest_builds_from_the_read_only_cache_alone(world: dict[str, Path])
     assert (tmp / "guest-home" / "go" / "pkg" / "mod" / "example.com" / "greet@v1.0.0").is_dir()
 
 
-def test_a_tampered_module_fails_go_sum(world: dict[str, Path]) -> None:
-    """GOSUMDB=off is safe: go.sum still checks what the proxy hands out."""
-    tmp = world["tmp"]
-    bad = tmp / "bad-cache"
-    shutil.copytree(world["cache"], bad)
-    subprocess.run(["chmod", "-R", "u+w", str(bad)], check=True)
-    zpath = gomodules.proxy_dir(bad) / "example.com" / "greet" / "@v" / "v1.0.0.zip"
+def tampered_copy(cache: Path, dest: Path) -> Path:
+    """A copy of ``cache`` whose example.com/greet zip has other code in it."""
+    shutil.copytree(cache, dest)
+    subprocess.run(["chmod", "-R", "u+w", str(dest)], check=True)
+    zpath = gomodules.proxy_dir(dest) / "example.com" / "greet" / "@v" / "v1.0.0.zip"
     files = dict(MODULES[("example.com/greet", "v1.0.0")])
     files["greet.go"] = files["greet.go"].replace("hello", "HACKED")
     zpath.write_bytes(module_zip("example.com/greet", "v1.0.0", files))
+    return dest
+
+
+def test_a_tampered_module_fails_go_sum(world: dict[str, Path]) -> None:
+    """GOSUMDB=off is safe: go.sum still checks what the proxy hands out."""
+    tmp = world["tmp"]
+    bad = tampered_copy(world["cache"], tmp / "bad-cache")
     env = go_env(tmp / "bad-home", **gomodules.offline_env(bad))
     r = go(["build", "-o", str(tmp / "bad-tool"), "./cmd"], world["tools"], env, ok=False,
            net=False)  # fmt: skip
@@ -182,3 +187,20 @@ def test_download_without_a_proxy_says_so(world: dict[str, Path], tmp_path: Path
     assert "is the Go module proxy reachable from here?" in str(e.value)
     assert "GOPROXY=http://127.0.0.1:9/" in str(e.value)
     assert not (tmp_path / "cache" / gomodules.RECORD).exists()
+
+
+def test_verify_checks_the_cache_against_go_sum_without_go(world: dict[str, Path]) -> None:
+    """``verify`` recomputes go.sum's h1: hashes (each module's zip and go.mod) in Python,
+    the check Go makes when it reads a module, so a damaged mirror is found on the host."""
+    tmp, tools = world["tmp"], world["tools"]
+    assert gomodules.verify(tools, world["cache"]) == (4, [])  # 2 zips, 2 go.mod files
+    bad = tampered_copy(world["cache"], tmp / "verify-bad")
+    checked, problems = gomodules.verify(tools, bad)
+    assert checked == 4
+    assert len(problems) == 1 and problems[0].startswith("example.com/greet@v1.0.0: v1.0.0.zip")
+    assert "go.sum says h1:" in problems[0]
+    # what the guest gets pushed: the proxy layout, never the extracted sources
+    files_pushed = gomodules.mirror_files(world["cache"].parent)
+    assert f"{gomodules.DEFAULT_DIR}/{gomodules.RECORD}" in files_pushed
+    assert f"{gomodules.DEFAULT_DIR}/cache/download/example.com/greet/@v/v1.0.0.zip" in files_pushed
+    assert not any("@v1.0.0/" in f or f.endswith(".lock") for f in files_pushed)

@@ -130,7 +130,19 @@ def test_root_home_is_made_when_passwd_names_a_missing_one(tmp_path: Path) -> No
     passwd.write_text(f"root:x:0:0:root:{home}:/bin/bash\n")
     out = in_namespaces(["-m"], f"mount --bind {passwd} /etc/passwd", "root-home")
     assert f"made {home}" in out
-    assert home.is_dir() and (home.stat().st_mode & 0o777) == 0o700
+    # searchable by others: the lfs user builds the raw toolchain in /root/azurelinux/build
+    assert home.is_dir() and (home.stat().st_mode & 0o777) == 0o755
+
+
+@needs_root
+def test_root_home_that_others_cannot_enter_is_made_searchable(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    home = tmp_path / "roothome"
+    home.mkdir(mode=0o700)
+    home.chmod(0o700)
+    passwd.write_text(f"root:x:0:0:root:{home}:/bin/bash\n")
+    in_namespaces(["-m"], f"mount --bind {passwd} /etc/passwd", "root-home")
+    assert (home.stat().st_mode & 0o777) == 0o755
 
 
 def test_sessions_are_guest_steps_the_stages_wait_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,9 @@ def version():
     return recipe.for_platform("guest").version
 
 
+SEED_DATE = "2025-09-01"  # the seed's test (../shared/seed/Azure.md)
+
+
 @pytest.fixture(scope="module")
 def mcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bare repository holding the pinned commit, fetched from the bundle by gitpin."""
@@ -85,3 +88,16 @@ def test_debian_copies_are_byte_identical_to_upstream(mcm: Path, archive: str, t
         fetch([f"{archive}/pool/{s.debian}"], dest, s.sha256, progress=False)
         sha1 = git(mcm, "show", f"{ref}:hashes/{s.file}.sha1").decode().split()[0]
         assert hashlib.sha1(dest.read_bytes()).hexdigest() == sha1, s.file
+
+
+def test_the_pin_is_master_on_the_seeds_date(tmp_path: Path) -> None:
+    """The seed built musl-cross-make's master of its day: the pin is the last commit on
+    master committed by then (the next one came later), read from the bundle's history."""
+    ref = next(s.ref for s in version().sources if s.git)
+    bundle = shared_git("musl-cross-make") / "musl-cross-make.bundle"
+    repo = tmp_path / "mcm.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(bundle), str(repo)], check=True)
+    dated = git(repo, "log", "--format=%H %cs", "--first-parent", "master").decode().split("\n")
+    commits = [line.split() for line in dated if line]
+    at_seed = next(h for h, day in commits if day <= SEED_DATE)
+    assert ref == at_seed, f"master on {SEED_DATE} was {at_seed}, the recipe pins {ref}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.sources import gomodules
 from tasks.sources.gitpin import (
     TARBALL_SUFFIXES,
     Pin,
@@ -143,7 +144,9 @@ def mirror_files(reads: Reads, mirror: Path) -> set[str]:
     to the guest's mirror/ (with SHA256SUMS, which the guest's fetch tasks rewrite)."""
     out = {f for f in reads.mirror if (mirror / f).is_file()}
     for d in reads.mirror_dirs:
-        if (mirror / d).exists():
+        if d == gomodules.DEFAULT_DIR:  # the proxy's files, not the extracted sources
+            out.update(gomodules.mirror_files(mirror))
+        elif (mirror / d).exists():
             out.update(_files_under(mirror / d, mirror))
     for pin in reads.pins.values():
         best = pin_entries(pin, mirror)[:1]

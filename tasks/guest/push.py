@@ -104,10 +104,13 @@ def _excluded(rel: str, patterns: Iterable[str]) -> bool:
     )
 
 
-def local_manifest(tree: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
+def local_manifest(
+    tree: Path, exclude: Iterable[str] = (), only: set[str] | None = None
+) -> dict[str, str]:
     """``{relative path: xxh3}`` of the regular files and symlinks under ``tree`` (a
     symlink's digest is of its target text), skipping paths matching ``exclude``
-    (``_excluded``)."""
+    (``_excluded``) and, with ``only``, every path not in it (unread: a mirror holds much the
+    guest never gets)."""
     exclude = tuple(exclude)
     out: dict[str, str] = {}
     for top, dirs, files in os.walk(tree):
@@ -119,6 +122,8 @@ def local_manifest(tree: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
             if _excluded(rel, exclude):
                 continue
             path = os.path.join(top, name)
+            if only is not None and rel not in only:
+                continue
             st = os.lstat(path)
             if os.path.islink(path):
                 out[rel] = "link:" + os.readlink(path)
@@ -162,9 +167,7 @@ def push(
     """Make the guest's ``dest`` hold ``tree``'s files (see the module docstring); with
     ``only``, just those relative paths of it (the rest counts as absent)."""
     start = time.monotonic()
-    have = local_manifest(tree, exclude)
-    if only is not None:
-        have = {rel: d for rel, d in have.items() if rel in only}
+    have = local_manifest(tree, exclude, only)
     there = remote_manifest(link, dest, python)
     send = [rel for rel, digest in have.items() if there.get(rel) != digest]
     delete = sorted(set(there) - set(have))

@@ -13,18 +13,23 @@ never written.
 
 ``download`` records what it fetched in ``<dir>/azl-go-modules.json``, keyed by the sha256 of
 go.mod and go.sum; ``problem`` compares a tree's files with that record, so a stage can say
-before it starts that the modules are absent or were fetched for another go.sum.
+before it starts that the modules are absent or were fetched for another go.sum. ``verify``
+checks every module's zip and go.mod against go.sum's ``h1:`` hashes without Go (as Go does
+when it reads them), so a damaged mirror is found on the host, before it is pushed;
+``mirror_files`` names the files a guest needs (the proxy layout, not the extracted sources).
 
 Host use: ``python3 -m tasks.sources.gomodules <tree>/toolkit/tools mirror/go-modules``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 RECORD = "azl-go-modules.json"
@@ -133,6 +138,79 @@ def problem(module_dir: Path, cache: Path) -> str | None:
     return None
 
 
+def _h1(files: list[tuple[str, bytes]]) -> str:
+    """Go's ``dirhash.Hash1``: sha256 over "<sha256 hex>  <name>\\n" of every file, sorted by
+    name, base64 — the ``h1:`` hashes of go.sum."""
+    summary = hashlib.sha256()
+    for name, data in sorted(files):
+        summary.update(f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode())
+    return "h1:" + base64.b64encode(summary.digest()).decode()
+
+
+def _zip_h1(path: Path) -> str:
+    with zipfile.ZipFile(path) as z:
+        return _h1([(i.filename, z.read(i)) for i in z.infolist() if not i.is_dir()])
+
+
+def go_sum(module_dir: Path) -> dict[tuple[str, str], str]:
+    """go.sum's hashes: (module path, version) -> h1, and (path, version + "/go.mod") -> h1."""
+    sums: dict[tuple[str, str], str] = {}
+    for n, line in enumerate((module_dir / "go.sum").read_text().splitlines(), 1):
+        fields = line.split()
+        if len(fields) != 3 or not fields[2].startswith("h1:"):
+            raise DownloadError(f"{module_dir / 'go.sum'}:{n}: not a go.sum line: {line!r}")
+        sums[(fields[0], fields[1])] = fields[2]
+    return sums
+
+
+def verify(module_dir: Path, cache: Path) -> tuple[int, list[str]]:
+    """Check every module file of ``cache``'s record against ``module_dir``'s go.sum, as Go
+    would before using it (without Go): returns the number of files checked and the problems
+    (a file whose hash differs, a module of the record that go.sum does not name or whose
+    files are missing)."""
+    why = problem(module_dir, cache)
+    if why:
+        return 0, [why]
+    record = json.loads((cache / RECORD).read_text())
+    sums = go_sum(module_dir)
+    checked, problems = 0, []
+    for path, version in record.get("modules", []):
+        where = proxy_dir(cache) / _escape(path) / "@v"
+        for kind, key, file in (
+            ("go.mod", (path, f"{version}/go.mod"), where / f"{version}.mod"),
+            ("zip", (path, version), where / f"{version}.zip"),
+        ):
+            want = sums.get(key)
+            if want is None:
+                if kind == "go.mod":
+                    problems.append(f"{path}@{version}: go.sum has no {kind} hash")
+                continue  # a module whose packages are never built: go.sum holds its go.mod only
+            if not file.is_file():
+                problems.append(f"{path}@{version}: {file} is missing")
+                continue
+            got = _h1([("go.mod", file.read_bytes())]) if kind == "go.mod" else _zip_h1(file)
+            checked += 1
+            if got != want:
+                problems.append(f"{path}@{version}: {file.name} has {got}, go.sum says {want}")
+    return checked, problems
+
+
+def mirror_files(mirror: Path) -> set[str]:
+    """The files of the mirror's module cache a guest needs (relative to the mirror): the
+    record and the proxy layout's list/info/mod/zip files; not the extracted sources
+    (``pkg/mod``), the checksum database's tiles (``GOSUMDB=off`` there) or lock files."""
+    cache = mirror / DEFAULT_DIR
+    if not (cache / RECORD).is_file():
+        return set()
+    files = {f"{DEFAULT_DIR}/{RECORD}"}
+    download = proxy_dir(cache)
+    for path in download.rglob("*"):
+        rel = path.relative_to(download)
+        if path.is_file() and rel.parts[0] != "sumdb" and path.suffix != ".lock":
+            files.add(path.relative_to(mirror).as_posix())
+    return files
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python3 -m tasks.sources.gomodules <module dir (toolkit/tools)> <cache dir>")
@@ -143,7 +221,12 @@ def main(argv: list[str]) -> int:
     except (DownloadError, OSError) as e:
         print(f"gomodules: {e}", file=sys.stderr)
         return 1
-    print(f"gomodules: {n} module(s) in {argv[1]}")
+    checked, problems = verify(Path(argv[0]), Path(argv[1]))
+    if problems:
+        print(f"gomodules: {argv[1]} does not match go.sum:\n  " + "\n  ".join(problems),
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"gomodules: {n} module(s) in {argv[1]}, {checked} file(s) verified by go.sum")
     return 0
 
 

@@ -7,6 +7,7 @@ from the machine's Debian archive (its URI from the apt sources), entered with c
     python -m tests.rehearsal32.root go                go1.23 with GOHOSTARCH=386, the Statfs check
     python -m tests.rehearsal32.root packages [PKG..]  the project's recipes built for i686 in it
     python -m tests.rehearsal32.root toolkit           the sudo/runuser shim and stage env tests in it
+    python -m tests.rehearsal32.root gotools           the real toolkit's go-tools stage in it, offline
 
 The root is kept between runs (``cache/rehearsal32/root``, made as ``root.part`` and renamed
 when complete); ``root --fresh`` makes it again. Inside, ``uname -m`` says x86_64 (no
@@ -42,6 +43,10 @@ PACKAGES = (
     "bison", "flex", "gawk", "git", "xz-utils", "bzip2", "curl", "ca-certificates",
     "zlib1g-dev", "libssl-dev", "libpam0g-dev", "gettext", "texinfo",
     "libffi-dev", "libmagic-dev", "liblzma-dev",
+    # what the toolkit's own tests run (make go-tools runs them: tests/rehearsal32/gotools.py):
+    # rpm/rpmspec and zstd, which the guest has from its chain (V23 rpm 4.18.2, V13 zstd);
+    # Debian's rpm 4.18.0 and zstd stand in for them
+    "rpm", "zstd",
 )  # fmt: skip
 # The i386 bootstrap Go of go1.23 (which needs Go >= 1.20): bookworm-backports' golang-1.22.
 BOOTSTRAP_GO = ("golang-1.22-go", "/usr/lib/go-1.22")
@@ -138,7 +143,8 @@ def _rmtree_root(root: Path) -> None:
 @contextlib.contextmanager
 def entered(root: Path, project: Path) -> Iterator:
     """Mount what a chroot needs (and the project at /azl), yield ``run(script, log=None,
-    env=None)`` that runs ``script`` with sh inside, unmount everything afterwards."""
+    env=None, network=True)`` that runs ``script`` with sh inside (without network: in a
+    network namespace of its own, with only a loopback), unmount everything afterwards."""
     mounts: list[Path] = []
 
     def mount(args: list[str], target: Path) -> None:
@@ -154,14 +160,23 @@ def entered(root: Path, project: Path) -> Iterator:
         mount(["--bind", str(project)], root / INSIDE.lstrip("/"))
         shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
 
-        def run(script: str, log: Path | None = None, env: dict[str, str] | None = None):
+        def run(
+            script: str,
+            log: Path | None = None,
+            env: dict[str, str] | None = None,
+            network: bool = True,
+        ):
             base = {
                 "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                 "HOME": "/root",
                 "LC_ALL": "C",
                 "DEBIAN_FRONTEND": "noninteractive",
             }
-            _run(["chroot", str(root), "/bin/sh", "-c", script], log, env={**base, **(env or {})})
+            cmd = ["chroot", str(root), "/bin/sh", "-c", script]
+            if not network:  # a network namespace of its own: a loopback (up, as the guest's)
+                up = 'ip link set lo up && exec "$@"'
+                cmd = ["unshare", "--net", "sh", "-c", up, "sh", *cmd]
+            _run(cmd, log, env={**base, **(env or {})})
 
         yield run
     finally:
@@ -172,7 +187,7 @@ def entered(root: Path, project: Path) -> Iterator:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.rehearsal32", description=__doc__)
-    parser.add_argument("what", choices=["root", "shell", "go", "packages", "toolkit"])
+    parser.add_argument("what", choices=["root", "shell", "go", "packages", "toolkit", "gotools"])
     parser.add_argument("packages", nargs="*", help="for `packages`: recipes to build")
     parser.add_argument("--fresh", action="store_true", help="make the root again")
     args = parser.parse_args(argv)
@@ -196,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             result = toolkit_check(project, root)
             print(result.summary())
             return 1 if result.failed else 0
+        if args.what == "gotools":
+            from tests.rehearsal32.gotools import gotools_check
+
+            print(gotools_check(project, root).summary())
     except RehearsalError as e:
         print(f"rehearsal32: {e}", file=sys.stderr)
         return 1
