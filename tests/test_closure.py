@@ -13,10 +13,12 @@ host-only file that must not go.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from tasks.engine.plan import Project
@@ -94,7 +96,14 @@ def test_everything_the_guest_plan_reads_is_pushed(tmp_path: Path) -> None:
     mirror = root / "mirror"
     # stand-ins for what the host's guest-inputs step fetches (never opened by this test)
     for f in reads["mirror"]:
-        (mirror / f).write_bytes(f"stand-in for {f}\n".encode())
+        if f.endswith(".tar.gz"):  # a readable tarball: the tree's snapshot is read at plan time
+            with tarfile.open(mirror / f, "w:gz") as tar:
+                data = f"stand-in for {f}\n".encode()
+                info = tarfile.TarInfo("stand-in/README")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        else:
+            (mirror / f).write_bytes(f"stand-in for {f}\n".encode())
     go = mirror / DEFAULT_DIR
     (go / "cache" / "download" / "example.com" / "m" / "@v").mkdir(parents=True)
     (go / RECORD).write_text('{"modules": [["example.com/m", "v1.0.0"]]}\n')
