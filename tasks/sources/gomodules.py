@@ -98,7 +98,7 @@ def download(go: str, module_dir: Path, cache: Path, env: dict[str, str] | None 
         detail = "\n  ".join(errors) or r.stderr.strip()[-2000:]
         raise DownloadError(
             f"go mod download in {module_dir} failed (is the Go module proxy reachable from "
-            f"here? GOPROXY={full.get('GOPROXY', 'the default, proxy.golang.org')}):\n  {detail}"
+            f"here? GOPROXY={full.get('GOPROXY', 'unset: the default')}):\n  {detail}"
         )
     record = {
         "go.mod": _sha256(module_dir / "go.mod"),
