@@ -29,8 +29,10 @@ from tasks.engine.plan import Project as Plan
 from tasks.kinds.checkpoint import MachineIs
 from tests.conftest import REPO, Project, Result
 
+# the seed's line, plus console=ttyS0: the host reads the 64-bit boot on the VM's serial console
 SEED_KEXEC = (
-    "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0' /boot/vmlinuz"
+    "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0 console=ttyS0'"
+    " /boot/vmlinuz"
 )
 GUEST_CHAIN = ["go1.4", "go1.17", "go1.20", "go1.23"]
 MY_GUEST_STEPS = ["guest-setup", "ssh-access", "lfs-user", "sudo", "hosts", "devpts", "root-home"]

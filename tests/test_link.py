@@ -86,7 +86,9 @@ def test_push_sends_only_what_changed(tmp_path: Path, sshd: Sshd) -> None:
     first = push(link, project.root, str(dest), PROJECT_EXCLUDE)
     mirror = push(link, project.root / "mirror", str(dest / "mirror"), MIRROR_EXCLUDE)
     assert first.sent == first.files > 10 and mirror.sent == 2
-    assert (dest / "tasks" / "vm.py").read_bytes() == (REPO / "tasks" / "vm.py").read_bytes()
+    vm = Path("tasks", "guest", "vm.py")
+    assert (dest / vm).read_bytes() == (REPO / vm).read_bytes()
+    assert (dest / "tasks" / "build" / "action.py").exists()  # the engine's, not a build dir
     assert (dest / "mirror" / "big.bin").stat().st_size == 1 << 20
     assert not (dest / "cache" / "host-only").exists()
     assert not (dest / "azl-bootstrap.toml").exists()
@@ -102,7 +104,7 @@ def test_push_sends_only_what_changed(tmp_path: Path, sshd: Sshd) -> None:
     import os
 
     os.utime(recipe, ns=(st.st_atime_ns, st.st_mtime_ns))
-    (project.root / "tasks" / "graph.py").unlink()
+    (project.root / "tasks" / "engine" / "graph.py").unlink()
     (project.root / "recipes" / "b.toml").write_text('version = "1"\n')
     (dest / "cache").mkdir()
     (dest / "cache" / "guest-made").write_text("the guest's own")
@@ -112,7 +114,7 @@ def test_push_sends_only_what_changed(tmp_path: Path, sshd: Sshd) -> None:
     assert (r.sent, r.deleted) == (3, 1)
     assert (dest / "recipes" / "a.toml").read_text() == recipe.read_text()
     assert (dest / "dodo.py").read_bytes() == (REPO / "dodo.py").read_bytes()
-    assert not (dest / "tasks" / "graph.py").exists()
+    assert not (dest / "tasks" / "engine" / "graph.py").exists()
     assert (dest / "cache" / "guest-made").exists()  # never pushed: never deleted
 
 

@@ -112,9 +112,10 @@ SEED_FLAGS = {
     "glib": ["PKG_CONFIG_PATH"],
     "qemu": ["PKG_CONFIG_PATH"],
     "go": ["GOHOSTARCH", "CGO_ENABLED", "GOARCH", "GOROOT_BOOTSTRAP"],
+    # the seed's line, then console=ttyS0 (the VM has no display: recipes/kexec.toml)
     "kexec": [
-        "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0' "
-        "/boot/vmlinuz"
+        "kexec -f --command-line='root=/dev/sda1 rootwait rw init=/init consoleblank=0 "
+        "console=ttyS0' /boot/vmlinuz"
     ],
 }
 

@@ -55,6 +55,11 @@ def test_the_vm_boots_answers_over_ssh_and_powers_off(tmp_path: Path) -> None:
         assert "/dev/sda1 / ext4 rw" in out  # the SATA disk is the root, as in the real guest
         assert out.splitlines()[1].endswith("/e1000")  # the seed's NIC
         assert "/ata" in out.splitlines()[2]  # sda hangs off the AHCI (libata) controller
+        # the root grew with the image (66 MiB made, 2 GiB configured): partition and ext4,
+        # as the guest's df sees it (tasks.guest.vm.grow_root)
+        df = vm.link.run("df -k /").stdout.decode().splitlines()[-1].split()
+        assert int(df[1]) * 1024 > 1900 << 20, df
+        print(f"the guest's df: {' '.join(df)}")
 
         # a guest with another host key is refused, not trusted on first use
         other = tmp_path / "other.pub"

@@ -207,10 +207,18 @@ class Project:
             yield _task(
                 name="host",
                 actions=None,
-                task_dep=[n for n in ranked if n in host],
+                task_dep=[t for n in ranked if n in host for t in self._host_tasks(n)],
                 uptodate=[True],
-                doc="run every host step",
+                doc="every host step, up to a guest that is ready to build (then: doit iso)",
             )
+
+    def _host_tasks(self, name: str) -> list[str]:
+        """What stands for a host step in ``doit host``: the step, unless its kind says
+        otherwise (``host_tasks``: the guest's is ``push``, a guest ready to build, not the
+        whole guest plan; lb-image's is itself, then all of live-bootstrap's distfiles)."""
+        kind = KINDS[self.builds[name].recipe.kind]
+        fn = getattr(kind, "host_tasks", None)
+        return fn(self, self.builds[name]) if fn else [name]
 
     def preflight(self, tasks: dict[str, Task], names: set[str]) -> str | None:
         """Checked before a run starts, so it stops before building anything: no package of

@@ -187,21 +187,30 @@ def prepare(
 def drive(
     project: Path,
     s: GuestSettings,
-    args: list[str],
+    args: list[str] | None,
     out: Callable[[str], None] = print,
     connect: Callable[
         [Path, GuestSettings], contextlib.AbstractContextManager[Connection]
     ] = booted,
     mirror_files: set[str] | None = None,
+    after: Callable[[Endpoint], None] | None = None,
 ) -> int:
-    """Run ``doit ARGS`` in the guest (see the module docstring); its exit code."""
+    """Run ``doit ARGS`` in the guest (see the module docstring); its exit code. ``args``
+    None: push and install only (a guest ready to build). ``after``: called with the link
+    once the guest's doit succeeded, before the power-off (the ISO is copied out there)."""
     with connect(project, s) as (link, alive):
         prepare(project, link, s, out, mirror_files)
+        if args is None:
+            return 0
         run = GuestRun(
             link, s.dest, args, out, python=s.python, setup=s.setup,
             reconnect_timeout=s.boot_timeout, alive=alive,  # the kexec is a boot
+            console=project / "cache" / "logs" / "vm.console.log" if not s.address else None,
         )  # fmt: skip
-        return run.drive()
+        code = run.drive()
+        if code == 0 and after is not None:
+            after(link)
+        return code
 
 
 def hold(project: Path, s: GuestSettings, out: Callable[[str], None] = print) -> int:
@@ -209,6 +218,8 @@ def hold(project: Path, s: GuestSettings, out: Callable[[str], None] = print) ->
     off or the user interrupts (then it is powered off cleanly)."""
     with VM(vm_spec(project, s)) as vm:
         assert vm.link is not None and vm.proc is not None
+        if vm.disk_note:
+            out(f"azl: the disk: {vm.disk_note}")
         out(f"azl: the guest answers on SSH after {vm.boot_seconds:.0f} s; log in with")
         out("  " + quote(vm.link.ssh_argv("")[:-1]))
         out("azl: Ctrl-C powers it off")

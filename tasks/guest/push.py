@@ -33,10 +33,12 @@ from tasks.store import checker
 
 MANIFEST = ".azl-push.json"
 INCOMING = ".azl-push.incoming.json"
-# never pushed from a project: host-only state, the mirror (pushed on its own), host config
+# never pushed from a project: host-only state, the mirror (pushed on its own), host config,
+# the ISO copied out (out/). A pattern starting with "/" matches at the top of the tree only
+# (tasks/build/ is the engine's, not a build directory); the others match a name anywhere.
 PROJECT_EXCLUDE = (
-    ".git", ".venv", "cache", "mirror", "__pycache__", "*.egg-info", ".pytest_cache",
-    ".ruff_cache", "build", "azl-bootstrap.toml", MANIFEST, INCOMING, "*.part",
+    "/.git", "/.venv", "/cache", "/mirror", "__pycache__", "*.egg-info", ".pytest_cache",
+    ".ruff_cache", "/build", "/out", "/azl-bootstrap.toml", MANIFEST, INCOMING, "*.part",
 )  # fmt: skip
 MIRROR_EXCLUDE = ("*.part", "*.bad", MANIFEST, INCOMING)
 
@@ -92,22 +94,31 @@ class PushResult:
     seconds: float
 
 
-def _excluded(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in patterns)
+def _excluded(rel: str, patterns: Iterable[str]) -> bool:
+    """``rel`` (a path relative to the tree) matches a pattern: ``/pattern`` the whole path
+    from the top, any other the last name."""
+    name = os.path.basename(rel)
+    return any(
+        fnmatch.fnmatch(rel, p[1:]) if p.startswith("/") else fnmatch.fnmatch(name, p)
+        for p in patterns
+    )
 
 
 def local_manifest(tree: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
     """``{relative path: xxh3}`` of the regular files and symlinks under ``tree`` (a
-    symlink's digest is of its target text), skipping names matching ``exclude``."""
+    symlink's digest is of its target text), skipping paths matching ``exclude``
+    (``_excluded``)."""
     exclude = tuple(exclude)
     out: dict[str, str] = {}
     for top, dirs, files in os.walk(tree):
-        dirs[:] = sorted(d for d in dirs if not _excluded(d, exclude))
+        here = os.path.relpath(top, tree)
+        prefix = "" if here == "." else here + "/"
+        dirs[:] = sorted(d for d in dirs if not _excluded(prefix + d, exclude))
         for name in sorted(files):
-            if _excluded(name, exclude):
+            rel = prefix + name
+            if _excluded(rel, exclude):
                 continue
             path = os.path.join(top, name)
-            rel = os.path.relpath(path, tree)
             st = os.lstat(path)
             if os.path.islink(path):
                 out[rel] = "link:" + os.readlink(path)

@@ -21,10 +21,12 @@ The status of the guest run decides the host's exit code. ``drive`` returns it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tasks.guest.link import SSH_FAILED, Endpoint, LinkError, quote
 
@@ -147,8 +149,13 @@ class GuestRun:
         reconnect_timeout: float = 600.0,
         max_starts: int = 4,
         alive: Callable[[], str | None] = lambda: None,
+        console: Path | None = None,
     ):
         self.link, self.dest, self.args, self.out = link, dest, list(args), out
+        # the VM's serial console log: while the guest is away (the kexec, a reboot) its new
+        # lines are passed on, so the host follows the boot (the kexec's console=ttyS0)
+        self.console = console
+        self._console_at = console.stat().st_size if console and console.exists() else 0
         self.python, self.setup = python, setup
         self.reconnect_timeout, self.max_starts = reconnect_timeout, max_starts
         self.alive = alive  # why the guest cannot come back (its VM is gone), or None
@@ -209,13 +216,37 @@ class GuestRun:
     def _reconnect(self) -> bool:
         self.reconnects += 1
         self.out(f"azl: connection to the guest lost; waiting up to {self.reconnect_timeout:.0f} s")
+
+        def alive() -> str | None:
+            self.console_lines()
+            return self.alive()
+
         try:
-            self.link.wait_up(self.reconnect_timeout, alive=self.alive)
+            self.link.wait_up(self.reconnect_timeout, alive=alive)
         except LinkError as e:
             self.out(f"azl: the guest did not come back: {e}")
             return False
         self.out("azl: reconnected to the guest")
         return True
+
+    def console_lines(self) -> None:
+        """Pass on the console's complete new lines as ``azl: console: ...``."""
+        if self.console is None:
+            return
+        try:
+            with open(self.console, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self._console_at:
+                    self._console_at = 0  # a new VM's log
+                f.seek(self._console_at)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self._console_at += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            line = line.strip()
+            if line:
+                self.out(f"azl: console: {line}")
 
     def drive(self) -> int:
         """Run (or follow) the guest doit to its end; its exit code, or 255 when the guest

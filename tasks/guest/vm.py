@@ -21,6 +21,7 @@ Use it as a context manager::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -81,6 +82,106 @@ def grow_image(image: Path, size: int) -> bool:
     return True
 
 
+DISK_TOOLS = {"sfdisk": "fdisk (Debian; util-linux elsewhere)", "e2fsck": "e2fsprogs",
+              "resize2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs"}  # fmt: skip
+
+
+def _tool(name: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([name, *args], input=input, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise VMError(
+            f"growing the guest's disk needs {name} (package {DISK_TOOLS[name]}); install it "
+            "and run again, or set [vm] size to the image's size"
+        ) from None
+
+
+def _fs_geometry(device: str) -> tuple[int, int] | None:
+    """(size, bytes per block group) of the ext2/3/4 filesystem at ``device``
+    (``file?offset=N``), None if there is none."""
+    r = _tool("dumpe2fs", "-h", device)
+    if r.returncode:
+        return None
+    head = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in r.stdout.splitlines())}
+    try:
+        bs = int(head["Block size"])
+        return int(head["Block count"]) * bs, int(head["Blocks per group"]) * bs
+    except (KeyError, ValueError):
+        return None
+
+
+def grow_root(image: Path) -> str | None:
+    """Grow the image's last partition (live-bootstrap's ``sda1``) to the end of the image
+    and its ext4 to fill it, on the host before the guest boots (the image must not be in
+    use): live-bootstrap made both fit its own image size, so a grown image alone leaves the
+    guest the old size. The partition table is edited with ``sfdisk``; the filesystem is
+    checked with ``e2fsck -f -p``, grown with ``resize2fs`` and checked again with ``e2fsck
+    -f -n`` (all through e2fsprogs' ``file?offset=N``: no loop device, no root needed).
+    Nothing is done when both fill the disk already or the image has no partition table;
+    what was done is returned."""
+    with open(image, "rb") as f:
+        f.seek(510)
+        if f.read(2) != b"\x55\xaa":
+            return None  # no MBR (nor protective MBR): a bare filesystem, or nothing known
+    r = _tool("sfdisk", "-J", str(image))
+    if r.returncode:
+        return None
+    table = json.loads(r.stdout)["partitiontable"]
+    parts = table.get("partitions") or []
+    if not parts:
+        return None
+    sector = int(table.get("sectorsize", 512))
+    last = max(parts, key=lambda p: p["start"])
+    number = parts.index(last) + 1
+    done = []
+    disk_sectors = image.stat().st_size // sector
+    if table.get("label") == "gpt":
+        _tool("sfdisk", "--relocate", "gpt-bak-std", str(image))  # the backup header to the end
+        disk_sectors -= 33
+    if last["start"] + last["size"] < disk_sectors - 2048:  # more than alignment slack left
+        r = _tool("sfdisk", "-q", "--no-reread", "-N", str(number), str(image), input=", +\n")
+        if r.returncode:
+            raise VMError(
+                f"sfdisk could not grow partition {number} of {image}: {r.stderr.strip()}"
+            )
+        table = json.loads(_tool("sfdisk", "-J", str(image)).stdout)["partitiontable"]
+        last = table["partitions"][number - 1]
+        done.append(f"partition {number} to {last['size'] * sector / 2**30:.1f} GiB")
+    device = f"{image}?offset={last['start'] * sector}"
+    part_bytes = last["size"] * sector
+    geometry = _fs_geometry(device)
+    if geometry is None:
+        return "grew " + ", ".join(done) if done else None
+    have, group = geometry
+    # whole block groups only: resize2fs cuts a regular file to the new filesystem's size,
+    # not counting the offset (the file is made whole again below); a full last group ends
+    # in data blocks, which the grown filesystem has not written yet
+    new = part_bytes - part_bytes % group
+    if new > have:
+        r = _tool("e2fsck", "-f", "-p", device)
+        if r.returncode > 1:  # 1: errors corrected; more: not fixed
+            raise VMError(
+                f"e2fsck found errors it did not fix in partition {number} of {image} "
+                f"(exit {r.returncode}); the disk was not grown:\n{(r.stdout + r.stderr)[-2000:]}"
+            )
+        size = image.stat().st_size
+        r = _tool("resize2fs", device, f"{new // 1024}K")
+        if image.stat().st_size < size:
+            os.truncate(image, size)
+        if r.returncode:
+            raise VMError(
+                f"resize2fs could not grow {device}: {(r.stdout + r.stderr).strip()[-2000:]}"
+            )
+        r = _tool("e2fsck", "-f", "-n", device)
+        if r.returncode:
+            raise VMError(
+                f"after resize2fs, e2fsck -f -n finds errors in {device} (exit {r.returncode}):"
+                f"\n{(r.stdout + r.stderr)[-2000:]}\nRun e2fsck -f -y on it before the next boot."
+            )
+        done.append(f"its ext4 from {have / 2**30:.1f} to {new / 2**30:.1f} GiB")
+    return "grew " + ", ".join(done) if done else None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
@@ -130,6 +231,7 @@ class VM:
         self.link: Endpoint | None = None
         self.boot_seconds = 0.0
         self.started = 0.0
+        self.disk_note: str | None = None  # what grow_root did before this boot
 
     def __enter__(self) -> VM:
         self.start()
@@ -156,6 +258,10 @@ class VM:
             raise VMError(f"no VM image at {spec.image}")
         grow_image(spec.image, spec.size)
         self._rotate_logs()
+        self.disk_note = grow_root(spec.image) if spec.size else None
+        if self.disk_note:  # kept: the image's history
+            with open(spec.logs / "vm.disk.log", "a") as f:
+                f.write(f"{spec.image}: {self.disk_note}\n")
         self.port = free_port()
         self.started = time.monotonic()
         qemu_log = open(spec.logs / "vm.qemu.log", "wb")  # noqa: SIM115 - the child's

@@ -45,7 +45,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,9 @@ from tasks.host.lbinputs import (
     write_wrapper,
 )
 from tasks.model.config import Config, Paths
+from tasks.model.recipe import Source
+from tasks.sources import lbsources
+from tasks.sources.mirror import MirrorSettings, fetch_source
 from tasks.store.fsutil import atomic_write, safe_rmtree
 
 STALL_SECONDS = 3 * 3600  # no serial output for this long: the guest hung (non-interactive
@@ -139,10 +144,53 @@ def _checkout_commit(checkout: Path) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def _fetch_all(
+    sources: list[Source], paths: Paths, settings: MirrorSettings, debian: dict[str, str]
+) -> dict[str, str]:
+    """Fetch and verify ``sources`` into ``mirror/`` (``tasks.sources.mirror.fetch_source``,
+    with the Debian pool paths of ``debian``); file -> why, for those that could not be had."""
+    failed = {}
+    for src in sources:
+        got = fetch_source(replace(src, debian=debian.get(src.file)), paths, settings)
+        if isinstance(got, TaskFailed):
+            failed[src.file] = str(got).strip().splitlines()[0] if str(got).strip() else "failed"
+    return failed
+
+
+def fetch_later(
+    checkout: Path, paths: Paths, settings: MirrorSettings, debian: dict[str, str], out: Any
+) -> threading.Thread:
+    """Fetch, in the background, the distfiles live-bootstrap downloads itself later in its
+    run (from ``--mirrors``: this project's mirror): while it builds, before it needs them."""
+
+    def run() -> None:
+        later = lbsources.distfiles(lbsources.read_checkout(checkout), ("build",))
+        todo = [e.source for e in later if not (paths.mirror / e.source.file).is_file()]
+        failed = _fetch_all(todo, paths, settings, debian)
+        msg = f"lb-image: {len(todo) - len(failed)} later distfile(s) fetched into {paths.mirror}"
+        if failed:
+            msg += f"; {len(failed)} could not be (doit lb-mirror retries them): " + ", ".join(
+                sorted(failed)
+            )
+        print(msg, file=out, flush=True)
+
+    thread = threading.Thread(target=run, name="lb-image later distfiles", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_image(
-    paths: Paths, config: Config, spec: Spec, out: Any = None, poll: float = 2.0
+    paths: Paths,
+    config: Config,
+    spec: Spec,
+    out: Any = None,
+    poll: float = 2.0,
+    settings: MirrorSettings | None = None,
+    debian: dict[str, str] | None = None,
 ) -> TaskFailed | None:
-    """The action of ``lb-image``. None when finished; a TaskFailed saying why otherwise."""
+    """The action of ``lb-image``. None when finished; a TaskFailed saying why otherwise.
+    With mirror ``settings``, the distfiles rootfs.py needs before it starts are fetched
+    here if missing (only those: the later ones are fetched while it runs)."""
     out = out or sys.stdout
     lay = Layout(paths, spec.checkout)
     decisions = preflight.load(paths.project)
@@ -152,14 +200,26 @@ def build_image(
             f"lb-image: {lay.checkout} is at {head or 'nothing'}, not {spec.commit}: run doit live-bootstrap"
         )
     missing = link_distfiles(lay.checkout, paths.mirror)
+    why: dict[str, str] = {}
+    if missing and settings is not None:
+        print(
+            f"lb-image: fetching the {len(missing)} distfile(s) rootfs.py needs first",
+            file=out,
+            flush=True,
+        )
+        why = _fetch_all(missing, paths, settings, debian or {})
+        missing = link_distfiles(lay.checkout, paths.mirror)
     if missing:
         lines = "\n".join(
             f"  {s.file}  sha256 {s.sha256}  from {', '.join(s.urls) or 'no URL (a git snapshot)'}"
+            + (f"\n    {why[s.file]}" if s.file in why else "")
             for s in missing
         )
         return TaskFailed(
             f"lb-image: rootfs.py needs {len(missing)} distfile(s) before it builds the image, "
-            f"not in {paths.mirror} (run doit lb-mirror):\n{lines}"
+            f"not in {paths.mirror} and not fetched:\n{lines}\n"
+            "What to do: put them into mirror/ (or name a mirror that has them in "
+            "azl-bootstrap.toml) and run doit lb-image again; see docs/pipeline.md."
         )
     users = users_of(lay.image) if lay.image.exists() else []
     if users:
@@ -185,6 +245,8 @@ def build_image(
     with open(lay.rootfs_log, "wb") as rlog:
         proc = supervise.start(cmd, cwd=lay.checkout, stdout=rlog, stderr=subprocess.STDOUT)
     RUNNING.add(proc)
+    if settings is not None:
+        fetch_later(lay.checkout, paths, settings, debian or {}, out)
     follower = lbprogress.Follower(str(lay.serial_log))
     started = time.monotonic()
     _state(lay, "running", pid=proc.pid, step=None)

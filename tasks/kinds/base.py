@@ -3,6 +3,7 @@ recipe-signature check. This module imports no kind and not the loader."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,10 @@ class Plan(Protocol):
 
     def for_platform(self, name: str) -> Plan:
         """The same recipe set planned for another platform (the guest's plan, on the host)."""
+        ...
+
+    def tasks(self) -> Iterator[Task]:
+        """Every doit task of the plan (what the kinds make, the fetches and the groups)."""
         ...
 
 

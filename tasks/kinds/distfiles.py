@@ -138,6 +138,15 @@ class LayoutAction:
         return f"lay live-bootstrap's distfiles out in {self.dest / self.build.recipe.spec.layout}"
 
 
+def host_tasks(plan: Plan, build: Build) -> list[str]:
+    """In ``doit host`` this step comes after the image that needs only its early files
+    (``tasks.kinds.lbimage.host_tasks``), unless no image step waits for it."""
+    waits = [
+        b for b in plan.builds.values() if b.recipe.kind == "lbimage" and build.name in b.depends
+    ]
+    return [] if waits else [build.name]
+
+
 def tasks(plan: Plan, build: Build) -> list[Task]:
     recipe, dest = _checkout(plan, build)
     spec: Distfiles = build.recipe.spec

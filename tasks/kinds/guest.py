@@ -27,6 +27,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
+from tasks.guest.inputs import Reads, mirror_files, plan_reads, snapshot_path
 from tasks.kinds.base import Plan, make_task, on_listed_platform
 from tasks.model.config import CONFIG_NAME, Config
 from tasks.model.recipe import Build, Checker, Recipe, Version
@@ -81,16 +82,59 @@ def guest_only(plan: Plan) -> list[str]:
     )
 
 
-def guest_mirror_files(plan: Plan) -> set[str] | None:
-    """The mirror files the guest's plan needs (not the host's: live-bootstrap's distfiles
-    are in its image already); None if the guest plan cannot be read here."""
+def guest_reads(plan: Plan) -> Reads | None:
+    """What the guest's plan reads (``tasks.guest.inputs``), computed from its tasks; None if
+    the guest plan cannot be read here (the guest's own doit will say what is wrong)."""
     try:
-        return set(plan.for_platform("guest").sources) | {"SHA256SUMS"}
-    except Exception:  # noqa: BLE001 - the guest's own doit will say what is wrong
+        guest = plan.for_platform("guest")
+        return plan_reads(guest.tasks(), plan.paths.project)
+    except Exception:  # noqa: BLE001
         return None
 
 
-def _run(plan: Plan, names: list[str]) -> TaskFailed | None:
+def guest_mirror_files(plan: Plan) -> set[str] | None:
+    """The files of mirror/ that ``doit guest`` pushes: all that the guest's plan reads (its
+    sources, the tree's bundle or snapshot, the Go module cache, ...), not the host's
+    (live-bootstrap's distfiles are in its image already); None: the whole mirror."""
+    reads = guest_reads(plan)
+    return None if reads is None else mirror_files(reads, plan.paths.mirror)
+
+
+def _failed_steps(lines: list[str]) -> list[str]:
+    """The guest steps a guest doit's output says failed (``FAILED x`` / ``#### x``)."""
+    found: list[str] = []
+    for line in lines:
+        for prefix in ("FAILED ", "#### "):
+            if line.startswith(prefix) and line[len(prefix) :].strip() not in found:
+                found.append(line[len(prefix) :].strip())
+    return found
+
+
+def _copy_back(plan: Plan, names: list[str] | None, dest: str, python: str) -> Any:
+    """For ``doit iso`` (a guest stage with files named by a glob): copy them to out/."""
+    from tasks.kinds.stage import tree_of
+
+    if not names or len(names) != 1:
+        return None
+    guest = plan.for_platform("guest")
+    build = guest.build_of(names[0])
+    if build is None or build.recipe.kind != "stage" or not build.recipe.spec.outputs_glob:
+        return None
+    tree = str(tree_of(guest, build))
+    record = f"{dest}/cache/stages/{build.name}.json"
+    out_dir = plan.paths.project.resolve() / "out"
+
+    def copy(link: Any, say: Any) -> None:
+        from tasks.guest.copyout import copy_outputs
+
+        copy_outputs(link, record, tree, out_dir, say, python)
+
+    return copy
+
+
+def _run(plan: Plan, names: list[str] | None) -> TaskFailed | None:
+    """Boot, push, run ``doit NAMES`` in the guest (None: push only), power off; a failure
+    names the step, its log and what to do next."""
     project = plan.paths.project.resolve()
     from tasks.guest.drive import drive, vm_settings, with_preflight
     from tasks.guest.link import LinkError
@@ -100,23 +144,44 @@ def _run(plan: Plan, names: list[str]) -> TaskFailed | None:
 
     table = load_config(project).vm
     settings = with_preflight(project, vm_settings(table, project / CONFIG_NAME), table)
-    args = forwarded_options(sys.argv[1:]) + names
+    args = None if names is None else forwarded_options(sys.argv[1:]) + names
+    step = PUSH if names is None else (" ".join(names) or "guest")
     log_path = project / "cache" / "logs" / "guest.log"
+    console = project / "cache" / "logs" / "vm.console.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    seen: list[str] = []
+    again = (
+        f"What to do: fix the cause, then run doit {step} again (it goes on from the guest's "
+        "state: nothing finished is redone); doit status shows where the pipeline is."
+    )
     with open(log_path, "a") as log:
 
         def out(line: str) -> None:
             print(line, file=sys.__stdout__, flush=True)  # live, past doit's capture
             log.write(line + "\n")
             log.flush()
+            seen.append(line)
 
-        out(f"azl: guest doit {' '.join(args) or '(all)'}")
+        out(f"azl: guest doit {'(push only)' if args is None else ' '.join(args) or '(all)'}")
+        copy = _copy_back(plan, names, settings.dest, settings.python)
         try:
-            code = drive(project, settings, args, out, mirror_files=guest_mirror_files(plan))
+            code = drive(
+                project, settings, args, out, mirror_files=guest_mirror_files(plan),
+                after=(lambda link: copy(link, out)) if copy else None,
+            )  # fmt: skip
         except (LinkError, VMError, WheelhouseError, RuntimeError) as e:
-            return TaskFailed(str(e))
+            return TaskFailed(
+                f"{step}: {e}\n  log: {log_path}\n  the VM's console: {console}\n{again}"
+            )
     if code:
-        return TaskFailed(f"the guest's doit {' '.join(args)} exited {code}; see {log_path}")
+        failed = _failed_steps(seen)
+        where = f" at {', '.join(failed)}" if failed else ""
+        logs = "".join(f"\n  the guest's log of {f}: {settings.dest}/cache/logs/{f}.log (doit vm, then log in)"
+                       for f in failed)  # fmt: skip
+        return TaskFailed(
+            f"{step}: the guest's doit {' '.join(args or [])} exited {code}{where}\n"
+            f"  log: {log_path}{logs}\n{again}"
+        )
     return None
 
 
@@ -135,19 +200,184 @@ def _hold(project: Path) -> TaskFailed | None:
     return None
 
 
+INPUTS = "guest-inputs"  # the group: everything the guest plan reads, on the host
+PUSH = "push"  # boot, push, install, power off: a guest ready to build (doit host ends here)
+
+
+def host_tasks(plan: Plan, build: Build) -> list[str]:
+    """What stands for this step in ``doit host`` (tasks/engine/plan.py): a guest ready to
+    build, not the whole guest plan."""
+    return [PUSH]
+
+
+def _snapshot(pin: Any, mirror: Path, sources: list[Path], network: bool, work: Path) -> Any:
+    from tasks.guest.inputs import make_tree_snapshot
+    from tasks.sources.gitpin import PinError
+
+    try:
+        origin = make_tree_snapshot(pin, mirror, sources, network, work)
+    except (PinError, OSError) as e:
+        return TaskFailed(
+            f"guest-inputs: the tree {pin.url} at {pin.commit} for the guest: {e}\n"
+            "What to do: put a bundle or bare repository of it into mirror/ (or a directory "
+            "named by AZL_GIT_MIRRORS) and run doit again."
+        )
+    print(f"guest-inputs: {snapshot_path(pin, mirror).name} from {origin}")
+    return None
+
+
+def _go_modules(pin: Any, mirror: Path, module: str, work: Path) -> Any:
+    import os
+
+    from tasks.guest.inputs import module_files
+    from tasks.sources import gomodules
+    from tasks.sources.gitpin import PinError
+
+    cache = mirror / gomodules.DEFAULT_DIR
+    try:
+        where = module_files(pin, mirror, module, work)
+        if gomodules.problem(where, cache) is None:
+            return None
+        n = gomodules.download(os.environ.get("GO", "go"), where, cache)
+    except (PinError, gomodules.DownloadError, OSError) as e:
+        return TaskFailed(
+            f"guest-inputs: the Go modules of {module} for the guest (into {cache}): {e}\n"
+            "What to do: run it where the Go module proxy is reachable with a go >= the "
+            "go.mod's (GO=/path/to/go doit guest-inputs), then copy mirror/ here."
+        )
+    print(f"guest-inputs: {n} Go module(s) of {module} in {cache}")
+    return None
+
+
+def _modules_ready(pin: Any, mirror: Path, module: str, work: Path) -> bool:
+    from tasks.sources import gomodules
+
+    where = work / pin.commit / module
+    return (where / "go.mod").is_file() and gomodules.problem(
+        where, mirror / gomodules.DEFAULT_DIR
+    ) is None
+
+
+def input_tasks(plan: Plan, guest: Plan) -> tuple[list[Task], dict[str, list[str]]]:
+    """The host's tasks that fetch and verify what the guest plan reads (its sources, its
+    tree's snapshot, its Go module cache), and for each guest task the names of those its
+    run needs (its closure's inputs)."""
+    from tasks.guest.inputs import pin_entries
+    from tasks.kinds.git import git_mirrors
+    from tasks.sources.gitpin import local_sources
+    from tasks.sources.mirror import Verified, fetch_source
+
+    mirror, work = plan.paths.mirror, plan.paths.cache / "host"
+    made: list[Task] = []
+    by_file: dict[str, str] = {}
+    for file, (src, _owner) in sorted(guest.sources.items()):
+        if file in plan.sources and plan.sources[file][0].sha256 == src.sha256:
+            by_file[file] = f"mirror:{file}"  # the host's plan fetches it already
+            continue
+        by_file[file] = f"{INPUTS}:{file}"
+        target = plan.paths.mirror_file(file)
+        made.append(
+            make_task(
+                name=by_file[file],
+                subtask_of=INPUTS,
+                actions=[(fetch_source, [src, plan.paths, plan.mirror])],
+                targets=[target],
+                uptodate=[Verified(target, src.sha256)],
+                doc=f"fetch and verify {file} for the guest",
+            )
+        )
+    by_pin: dict[str, str] = {}
+    by_dir: dict[str, str] = {}
+    network = not plan.mirror.offline
+    for name in guest.order:
+        b = guest.builds[name]
+        pin = getattr(b.recipe.spec, "pin", None) if b.recipe.kind == "tree" else None
+        if pin is not None:
+            by_pin[name] = f"{INPUTS}:{name}"
+            sources = local_sources(pin.url, [d for d in git_mirrors(plan) if d != mirror])
+            made.append(
+                make_task(
+                    name=by_pin[name],
+                    subtask_of=INPUTS,
+                    actions=[(_snapshot, [pin, mirror, sources, network, work / "git"])],
+                    uptodate=[lambda pin=pin: bool(pin_entries(pin, mirror))],
+                    doc=f"the tree {name} at {pin.commit[:12]} as a snapshot in mirror/ for the guest",
+                )
+            )
+        module = getattr(b.recipe.spec, "go_modules", "") if b.recipe.kind == "stage" else ""
+        trees = [guest.builds[d] for d in b.depends if guest.builds[d].recipe.kind == "tree"]
+        tree_pin = trees[0].recipe.spec.pin if len(trees) == 1 else None
+        if module and tree_pin is not None and "go-modules" not in by_dir:
+            by_dir["go-modules"] = f"{INPUTS}:go-modules"
+            args = [tree_pin, mirror, module, work / "go-modules"]
+            made.append(
+                make_task(
+                    name=by_dir["go-modules"],
+                    subtask_of=INPUTS,
+                    actions=[(_go_modules, args)],
+                    uptodate=[lambda args=args: _modules_ready(*args)],
+                    task_dep=[by_pin[trees[0].name]] if trees[0].name in by_pin else [],
+                    doc=f"the Go modules of {module} in mirror/go-modules for the guest",
+                )
+            )
+    # each guest task's needs: the inputs its closure reads
+    guest_tasks = {t.name: t for t in guest.tasks()}
+    producer = {str(t): task.name for task in guest_tasks.values() for t in task.targets}
+    needs: dict[str, list[str]] = {}
+    for top in guest_tasks:
+        seen, todo = set(), [top]
+        while todo:
+            n = todo.pop()
+            if n in seen or n not in guest_tasks:
+                continue
+            seen.add(n)
+            t = guest_tasks[n]
+            todo += list(t.task_dep) + [producer[str(f)] for f in t.file_dep if str(f) in producer]
+        reads = plan_reads([guest_tasks[n] for n in seen], plan.paths.project)
+        names = [by_file[f] for f in sorted(reads.mirror) if f in by_file]
+        names += [by_pin[t] for t in sorted(reads.pins) if t in by_pin]
+        names += [by_dir[d] for d in sorted(reads.mirror_dirs) if d in by_dir]
+        needs[top] = names
+    made.append(
+        make_task(
+            name=INPUTS,
+            actions=None,
+            task_dep=[t.name for t in made]
+            + sorted({n for n in by_file.values() if n.startswith("mirror:")}),
+            has_subtask=True,
+            uptodate=[True],
+            doc="fetch and verify on the host everything the guest plan reads (sources, the tree, Go modules)",
+        )
+    )
+    return made, needs
+
+
 def tasks(plan: Plan, build: Build) -> list[Task]:
     from tasks.guest.drive import vm_settings
 
     project = plan.paths.project
     vm_settings(plan.config.vm, project / CONFIG_NAME)  # a mistake stops doit before any task
     always = [lambda: False]  # the guest's state decides
-    made = [
+    try:
+        guest: Plan | None = plan.for_platform("guest")
+    except Exception:  # noqa: BLE001 - the guest's own doit says what is wrong
+        guest = None
+    made, needs = input_tasks(plan, guest) if guest is not None else ([], {})
+    inputs = [INPUTS] if guest is not None else []
+    made += [
         make_task(
             name=build.name,
             actions=[(_run, [plan, []])],
             uptodate=always,
-            task_dep=list(build.depends),
+            task_dep=list(build.depends) + inputs,
             doc="run the whole guest plan in the VM (boot, push, doit, power off)",
+        ),
+        make_task(
+            name=PUSH,
+            actions=[(_run, [plan, None])],
+            uptodate=always,
+            task_dep=list(build.depends) + inputs,
+            doc="a guest ready to build: boot the VM, push the project and its inputs, install the engine, power off",
         ),
         make_task(
             name=HOLD,
@@ -164,7 +394,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
                 name=name,
                 actions=[(_run, [plan, [name]])],
                 uptodate=always,
-                task_dep=list(build.depends),
+                task_dep=list(build.depends) + needs.get(name, []),
                 doc=f"in the guest VM: {recipe.description}".strip(),
             )
         )

@@ -40,15 +40,49 @@ def outputs(plan: Plan, build: Build) -> list[str]:
     return [str(Layout(plan.paths).record)]
 
 
+def _early_only(plan: Plan, build: Build) -> tuple[list[str], dict[str, str]]:
+    """lb-image's task_dep, with a dependency on the distfiles step (``lb-mirror``: all of
+    live-bootstrap's distfiles) replaced by that step's checkout: rootfs.py needs only the
+    early ones before it starts, which lb-image fetches itself (its clear message names any
+    that cannot be had); the others are fetched while it runs. And the Debian pool paths of
+    that step's recipe."""
+    deps: list[str] = []
+    debian: dict[str, str] = {}
+    for dep in build.depends:
+        step = plan.builds.get(dep)
+        if step is not None and step.recipe.kind == "distfiles":
+            checkout = plan.build_of(step.recipe.spec.checkout)
+            deps += [checkout.name] if checkout else []
+            debian.update(step.recipe.spec.debian)
+        else:
+            deps.append(dep)
+    return deps, debian
+
+
+def host_tasks(plan: Plan, build: Build) -> list[str]:
+    """In ``doit host``: the image, then the rest of live-bootstrap's distfiles (its
+    distfiles step, which the image does not wait for)."""
+    return [build.name] + [
+        d for d in build.depends if d in plan.builds and plan.builds[d].recipe.kind == "distfiles"
+    ]
+
+
 def tasks(plan: Plan, build: Build) -> list[Task]:
     spec = build.recipe.spec
     lay = Layout(plan.paths, spec.checkout)
+    deps, debian = _early_only(plan, build)
     return [
         make_task(
             name=build.name,
-            actions=[(lbimage.build_image, [plan.paths, plan.config, spec])],
+            actions=[
+                (
+                    lbimage.build_image,
+                    [plan.paths, plan.config, spec],
+                    {"settings": plan.mirror, "debian": debian},
+                )
+            ],
             file_dep=[str(spec.path), str(spec.after_step)],
-            task_dep=list(build.depends),
+            task_dep=deps,
             targets=[str(lay.image), str(lay.record)],
             uptodate=[lbimage.InputsUnchanged(spec, lay)],
             clean=[(lbimage.clean_image, [plan.paths])],

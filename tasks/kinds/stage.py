@@ -395,5 +395,7 @@ def tasks(plan: Plan, build: Build) -> list[Task]:
             # order only: every package before every stage
             task_dep=order_only + [p for p in packages if p not in build.depends],
             doc=f"{stage.step}  {build.recipe.description}: make {stage.make_target}".strip(),
+            # what it reads from the mirror besides files (tasks.guest.inputs: pushed to the guest)
+            meta={"mirror_dirs": [gomodules.DEFAULT_DIR]} if stage.go_modules else None,
         )
     ]
