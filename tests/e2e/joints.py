@@ -35,6 +35,8 @@ from tasks.guest.run import GuestRun
 from tasks.model.config import CONFIG_NAME
 from tasks.sources.download import fetch
 from tests.e2e.standin import StandIn, e2e_dir, make_standin
+from tests.rehearsal32.go import PROGRAM as GO_PROGRAM
+from tests.rehearsal32.go import stage_env
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP_STEPS = ["guest-setup", "devpts", "hosts", "root-home"]
@@ -235,6 +237,7 @@ class Rehearsal:
         run = GuestRun(
             link, self.settings.dest, args, out, python=self.settings.python,
             setup=self.settings.setup, reconnect_timeout=self.settings.boot_timeout, alive=alive,
+            console=self.project / "cache" / "logs" / "vm.console.log",  # as drive() passes it
         )  # fmt: skip
         rc = run.drive()
         self.reconnects += run.reconnects
@@ -282,6 +285,8 @@ class Rehearsal:
             assert rc == 0, f"the session steps after the kexec exited {rc}"
             with self.j.timed("after the kexec: 32-bit program, unshare --net"):
                 self.after_kexec(link)
+            with self.j.timed("after the kexec: Statfs Go proof"):
+                self.statfs_proof(link)
             t = time.monotonic()
         self.j.times["clean power-off"] = time.monotonic() - t
 
@@ -298,6 +303,32 @@ class Rehearsal:
             self.j.facts[name] = " ".join(text.split())
         assert self.j.facts["32-bit program"] == "32 01", self.j.facts["32-bit program"]
         assert "eth0" not in str(self.j.facts["unshare --net"])
+
+    def statfs_proof(self, link: Endpoint) -> None:
+        """The Statfs program of the 32-bit rehearsal (the toolkit's imagecustomizer.go:888),
+        built in the guest with Debian's i386 Go (STAND-IN for the guest's Go chain): with
+        the go-tools stage's ``[env]`` it builds and runs (amd64, on the 64-bit kernel);
+        without it the compiler stops with the seed's type mismatch."""
+        env = " ".join(f"{k}={v}" for k, v in stage_env(self.project).items())
+        base = "export HOME=/root GOCACHE=/root/.cache/go-build; cd /root/statfs"
+        setup = link.run(
+            "mkdir -p /root/statfs && cat > /root/statfs/main.go && "
+            "printf 'module statfs\\n\\ngo 1.19\\n' > /root/statfs/go.mod",
+            input=GO_PROGRAM.encode(),
+        )
+        assert setup.returncode == 0, setup.stderr.decode()
+        r = link.run(
+            f"{base} && env {env} go build -o statfs-stage . && ./statfs-stage", timeout=1800
+        )
+        text = (r.stdout + r.stderr).decode(errors="replace").strip()
+        self.out(f"[statfs, go-tools env {env}] {text}")
+        assert r.returncode == 0 and "GOARCH=amd64" in text, text
+        self.j.facts["statfs (stage env)"] = text
+        r = link.run(f"{base} && go build -o statfs-default .", timeout=1800)
+        text = (r.stdout + r.stderr).decode(errors="replace").strip()
+        self.out(f"[statfs, Go's defaults] {text}")
+        assert r.returncode != 0 and "mismatched types int32 and int64" in text, text
+        self.j.facts["statfs (defaults)"] = text.splitlines()[-1]
 
     def run(self) -> Joints:
         self.image()
