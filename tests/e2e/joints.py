@@ -51,6 +51,17 @@ class Joints:
     times: dict[str, float] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)  # the host's guest output, all of it
+    # (task, when its ".  task" line came): a guest task's time is until the next one, or
+    # the end of its run ("", when the run ended)
+    starts: list[tuple[str, float]] = field(default_factory=list)
+
+    def task_seconds(self) -> dict[str, float]:
+        """Each guest task that ran, with its time (from the host's view of the log)."""
+        out: dict[str, float] = {}
+        for (name, t), (_, nxt) in zip(self.starts, self.starts[1:], strict=False):
+            if name:
+                out[name if name not in out else f"{name} (again)"] = nxt - t
+        return out
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -62,6 +73,7 @@ class Joints:
 
     def table(self) -> str:
         rows = [f"  {k:<34} {v:8.1f} s" for k, v in self.times.items()]
+        rows += [f"  guest task {k:<23} {v:8.1f} s" for k, v in self.task_seconds().items()]
         rows += [f"  {k:<34} {v}" for k, v in self.facts.items()]
         return "\n".join(rows)
 
@@ -135,6 +147,8 @@ class Rehearsal:
         self.power_cut_at = self.cut_at = 0.0
 
     def out(self, line: str) -> None:
+        if line.startswith(".  "):
+            self.j.starts.append((line[3:].strip(), time.monotonic()))
         self.j.lines.append(line)
         print(f"  | {line}", flush=True)
 
@@ -240,6 +254,7 @@ class Rehearsal:
             console=self.project / "cache" / "logs" / "vm.console.log",  # as drive() passes it
         )  # fmt: skip
         rc = run.drive()
+        self.j.starts.append(("", time.monotonic()))
         self.reconnects += run.reconnects
         return rc
 
