@@ -369,18 +369,3 @@ def follower_ssh(pid: int) -> psutil.Process | None:
             if p.name() == "ssh" and "follow" in " ".join(p.cmdline()):
                 return p
     return None
-
-
-def main() -> None:
-    from tasks.sources.download import debian_archive_uri
-    from tests import lbcheckout
-
-    checkout = e2e_dir(REPO) / "live-bootstrap"
-    if not (checkout / "rootfs.py").exists() and not lbcheckout.live_bootstrap(checkout):
-        raise SystemExit("no local mirror of live-bootstrap")
-    j = Rehearsal(checkout, debian_archive_uri() or "").run()
-    print(j.table())
-
-
-if __name__ == "__main__":
-    main()
