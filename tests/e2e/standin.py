@@ -65,7 +65,7 @@ for i in $(seq 100); do [ -b /dev/sda1 ] && break; sleep 0.1; done
 mount -t ext4 -o rw /dev/sda1 /newroot || {{ echo "initramfs: cannot mount /dev/sda1"; poweroff -f; }}
 init=/sbin/init
 for w in $(cat /proc/cmdline); do case "$w" in init=*) init=${{w#init=}};; esac; done
-umount /proc; umount /dev
+umount /proc; mount --move /dev /newroot/dev  # the kernel mounts no devtmpfs on a switched root
 exec switch_root /newroot "$init"
 """
 KEXEC_WRAPPER = """#!/bin/sh
