@@ -95,7 +95,8 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_parent, daemon=True).start()
     code = child.wait()
     if code < 0:  # die the same way, so doit sees "killed by signal N"
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # these have no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
