@@ -161,9 +161,10 @@ def test_doit_vm_holds_the_guest_until_interrupted(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]
-        assert lines[2].startswith("azl: Ctrl-C powers it off"), lines
-        login = lines[1].strip()
+        lines = [proc.stdout.readline() for _ in range(4)]  # the disk grown, then the login
+        assert lines[0].startswith("azl: the disk: grew partition 1"), lines
+        assert lines[3].startswith("azl: Ctrl-C powers it off"), lines
+        login = lines[2].strip()
         r = subprocess.run(f"{login} 'uname -m'", shell=True, capture_output=True, text=True)
         assert r.stdout == "x86_64\n", r.stderr
         proc.send_signal(signal.SIGINT)
