@@ -158,6 +158,8 @@ def test_doit_vm_holds_the_guest_until_interrupted(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         text=True,
+        # Ctrl-C reaches it even when this test runs as a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     try:
