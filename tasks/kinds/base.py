@@ -13,7 +13,7 @@ from doit.task import Task
 from tasks.build import ENGINE_VERSION  # noqa: F401 - the kinds' records name it
 from tasks.model.config import Config, Paths
 from tasks.model.platform import Platform
-from tasks.model.recipe import Build, Recipe
+from tasks.model.recipe import Build, Checker, Recipe
 from tasks.sources.mirror import MirrorSettings
 from tasks.store import uptodate
 
@@ -149,3 +149,13 @@ def files_of(recipe: Recipe) -> list[str]:
     whitespace, a URL, a description or a note reruns nothing."""
     paths: list[Path] = [*recipe.patch_paths(), *recipe.file_paths()]
     return [str(p) for p in paths]
+
+
+def debian_table(c: Checker, data: dict[str, Any]) -> dict[str, str]:
+    """A recipe's ``debian`` table (file -> the relative pool path of Debian's byte-identical
+    copy), checked: no absolute path, no ``..``."""
+    debian = c.typed(data, "debian", dict, "", {})
+    for file, pool in debian.items():
+        if not isinstance(pool, str) or pool.startswith("/") or ".." in pool.split("/"):
+            c.err(f"debian.{file}", f"expected a relative pool path, got {pool!r}")
+    return debian

@@ -25,7 +25,7 @@ from doit.exceptions import TaskFailed
 from doit.task import Task
 
 from tasks.kinds import git as gitkind
-from tasks.kinds.base import Plan, make_task, on_listed_platform
+from tasks.kinds.base import Plan, debian_table, make_task, on_listed_platform
 from tasks.model.config import Config, Paths
 from tasks.model.recipe import Build, Checker, Recipe, RecipeError, Source, Version
 from tasks.sources.gitpin import local_sources
@@ -53,10 +53,7 @@ def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, 
     where = c.typed(data, "layout", str, "", "distfiles")
     if where.startswith("/") or ".." in Path(where).parts:
         c.err("layout", f"must be a directory inside the checkout, got {where!r}")
-    debian = c.typed(data, "debian", dict, "", {})
-    for file, pool in debian.items():
-        if not isinstance(pool, str) or pool.startswith("/") or ".." in pool.split("/"):
-            c.err(f"debian.{file}", f"expected a relative pool path, got {pool!r}")
+    debian = debian_table(c, data)
     return {
         "version": "0",
         "versions": {"0": Version("0", ())},

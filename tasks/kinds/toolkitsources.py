@@ -37,7 +37,7 @@ from doit.exceptions import TaskFailed
 from doit.task import Task
 from doit.tools import config_changed
 
-from tasks.kinds.base import Plan, dependency_inputs, make_task
+from tasks.kinds.base import Plan, debian_table, dependency_inputs, make_task
 from tasks.kinds.git import git_mirrors
 from tasks.model.config import Config, Paths
 from tasks.model.recipe import Build, Checker, Recipe, RecipeError, Source, Version
@@ -85,10 +85,7 @@ def parse(c: Checker, data: dict[str, Any], path: Path, name: str) -> dict[str, 
     tree = c.typed(data, "tree", str, "", "")
     if not tree:
         c.err("tree", 'missing: the kind = "tree" recipe of the Azure Linux tree')
-    debian = c.typed(data, "debian", dict, "", {})
-    for file, pool in debian.items():
-        if not isinstance(pool, str) or pool.startswith("/") or ".." in pool.split("/"):
-            c.err(f"debian.{file}", f"expected a relative pool path, got {pool!r}")
+    debian = debian_table(c, data)
     return {
         "version": "0",
         "versions": {"0": Version("0", ())},
