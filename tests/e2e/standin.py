@@ -27,7 +27,10 @@ in for (docs/e2e.md says what that does not prove):
 - ``/boot/vmlinuz``, what the kexec loads: this machine's Debian amd64 kernel standing in
   for the kernel64 recipe's, with a small initramfs (busybox and the AHCI/ext4/e1000 modules,
   as ``tests/vmimage.py`` makes) that the kernel64 kernel does not need; ``kexec`` in the
-  image is a wrapper adding ``--initrd`` for it (the real one is ``kexec.debian``).
+  image is a wrapper adding ``--initrd`` for it (the real one is ``kexec.debian``);
+- ``dhcpcd``: Debian's dhcpcd 9.4.1 needs udev (live-bootstrap's has no udev plugin), and
+  after the kexec no udevd has run, so there a wrapper sets the address qemu's user network
+  would hand out (the real one is ``dhcpcd.debian`` and runs under the 686 kernel).
 """
 
 from __future__ import annotations
@@ -72,6 +75,23 @@ KEXEC_WRAPPER = """#!/bin/sh
 # STAND-IN (tests/e2e/standin.py): Debian's amd64 kernel at /boot/vmlinuz stands in for the
 # kernel64 recipe's, and needs its initramfs; the real kexec-tools binary is kexec.debian
 exec /usr/bin/kexec.debian --initrd=/boot/initrd-standin64.img "$@"
+"""
+DHCPCD_WRAPPER = """#!/bin/sh
+# STAND-IN (tests/e2e/standin.py): Debian's dhcpcd (dhcpcd.debian) waits for udev to
+# initialise the NIC, and after the kexec no udevd has run ("no valid interfaces found"; without
+# its udev plugin it segfaults instead). So after the kexec the address qemu's user network
+# hands out by DHCP (10.0.2.15/24, gateway 10.0.2.2) is set by hand; under the 686 kernel,
+# whose initramfs ran udev, the real one runs
+if [ "$(uname -m)" != x86_64 ]; then exec /usr/bin/dhcpcd.debian "$@"; fi
+for dev in /sys/class/net/*; do
+  n=${dev##*/}
+  [ "$n" = lo ] && continue
+  ip link set lo up
+  ip link set "$n" up && ip addr add 10.0.2.15/24 dev "$n" && ip route add default via 10.0.2.2 &&
+    echo "dhcpcd (stand-in): $n 10.0.2.15/24 via 10.0.2.2" && exit 0
+done
+echo "dhcpcd (stand-in): no network interface" >&2
+exit 1
 """
 
 
@@ -274,13 +294,10 @@ def make_standin(
     (stage / READY).unlink()
     _python_standin(stage)
     _merged_usr(stage)
-    # live-bootstrap's dhcpcd has no udev plugin; Debian's waits for udev to "initialise" the
-    # NIC, and after the kexec no udevd runs (the 686 boot has initramfs-tools' udev): with
-    # it, /init's dhcpcd said "no valid interfaces found" and the guest never got an address
-    for plugin in (stage / "usr/lib").glob("*/dhcpcd/dev/udev.so"):
-        plugin.unlink()
     os.rename(stage / "usr/bin/kexec", stage / "usr/bin/kexec.debian")
     _script(stage / "usr/bin/kexec", KEXEC_WRAPPER)
+    os.rename(stage / "usr/bin/dhcpcd", stage / "usr/bin/dhcpcd.debian")
+    _script(stage / "usr/bin/dhcpcd", DHCPCD_WRAPPER)
     _initrd64(stage, work)
     # /steps as rootfs.py copies it in, with the files it and the steps write
     spec = lb_spec(project)
