@@ -144,3 +144,33 @@ def test_keep_outside_fresh_and_clean_is_an_error(tmp_path: Path) -> None:
         assert "inside no fresh or clean path" in str(e)
     else:
         raise AssertionError("a keep path outside fresh/clean was accepted")
+
+
+def test_only_a_stage_that_uses_go_bin_reads_the_go_manifest(tmp_path: Path) -> None:
+    """A stage whose path and env do not name ${GO_BIN} runs without the go package built
+    (the e2e rehearsal's stand-in stage stopped at "no bin/go in cache/manifests/go1.23.json");
+    one that does still stops, naming the manifest."""
+    import dataclasses
+
+    import pytest
+
+    from tasks.engine.recipeset import parse_recipe
+    from tasks.kinds.stage import StageAction
+    from tasks.model.config import Paths
+    from tasks.model.platform import Platform
+    from tests.conftest import REPO
+
+    recipe, errors = parse_recipe(REPO / "recipes" / "go-tools.toml")
+    assert recipe is not None and not errors
+    platform = Platform("guest", "i386-unknown-linux-musl", "/", "/usr", "/usr/lib", 1)
+    paths = Paths(tmp_path)
+
+    def env_of(stage) -> dict[str, str]:
+        action = StageAction(stage, paths, platform, tmp_path / "tree", "go1.23",
+                             tmp_path / "record.json")  # fmt: skip
+        return action.stage_environment()
+
+    plain = dataclasses.replace(recipe.spec, path=("/opt/tools",), env={})
+    assert env_of(plain)["PATH"].split(":")[0] == "/opt/tools"
+    with pytest.raises(RuntimeError, match="go1.23"):
+        env_of(recipe.spec)

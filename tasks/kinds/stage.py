@@ -276,7 +276,8 @@ class StageAction(AttemptAction):
         variables = {
             **self.platform.variables(),
             "TREE": str(self.tree.absolute()),
-            "GO_BIN": go_bin(self.paths, self.platform, self.go_package),
+            # only a stage that uses ${GO_BIN} reads the go package's manifest (its Go)
+            "GO_BIN": go_bin(self.paths, self.platform, self.go_package) if self._uses_go() else "",
             "GO_MODULES": str(go_modules_dir(self.paths)),
         }
         dirs = [expand(p, variables) for p in self.stage.path]
@@ -287,6 +288,9 @@ class StageAction(AttemptAction):
         env.update({k: expand(v, variables) for k, v in self.stage.env.items()})
         env.update(self._go_env)
         return env
+
+    def _uses_go(self) -> bool:
+        return any("GO_BIN" in t for t in (*self.stage.path, *self.stage.env.values()))
 
     def _attempt(self, n: int) -> None:
         tree = self.tree.absolute()
