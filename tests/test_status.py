@@ -167,3 +167,24 @@ def test_the_progress_bar_counts_estimated_seconds(tmp_path: Path, monkeypatch) 
     rep.add_success(tasks["mirror:a.tar.gz"])
     assert rep.bar.n == 1
     rep.complete_run()
+
+
+def test_a_kexec_the_guest_saw_up_to_date_is_done(tmp_path: Path) -> None:
+    """The kexec ends its own run (doit records nothing), and the run started again after the
+    reconnection finds it up to date: status says done, not "not started" (seen in the e2e
+    rehearsal). The journal alone decides for the packages."""
+    root = project(tmp_path / "p")
+    host = root / "cache" / "host"
+    write(host / "preflight.json", {"accel": "tcg"})
+    write(host / "lb-image.state.json", {"state": "finished", "time": 0})
+    tail = [".  kexec", "azl: reconnected to the guest", "-- kexec", "-- pcre2", ".  go1.4"]
+    guest = {"done": ["pcre2"], "seconds": {}, "rc": None, "running": True, "tail": tail,
+             "time": int(time.time())}  # fmt: skip
+    write(host / GUEST_STATE, guest)
+    out = status(root)
+    print(out)
+    assert re.search(r"done$", line(out, "kexec")), line(out, "kexec")
+    assert "1 of" in line(out, "guest packages")
+    guest["tail"] = tail[:2]  # before the reconnection: the kexec is what runs
+    write(host / GUEST_STATE, guest)
+    assert "running: now kexec" in line(status(root), "kexec")

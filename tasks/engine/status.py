@@ -165,8 +165,11 @@ def collect(plan: Any, now: float | None = None) -> Status:
 
     guest = read_guest(project)
     st.guest = guest.get("how", "never read (the VM has not run)")
-    done = set(guest.get("done", []))
-    current, failed = _guest_run(guest.get("tail", []))
+    # done: in the guest's journal, or up to date in its last run ("-- kexec": a checkpoint
+    # or session step that was never run, or whose run the kexec ended, has no journal entry)
+    tail = guest.get("tail", [])
+    done = set(guest.get("done", [])) | {ln[3:].strip() for ln in tail if ln.startswith("-- ")}
+    current, failed = _guest_run(tail)
     if not guest.get("tail"):  # the host's copy of the guest's output
         log = cache / "logs" / "guest.log"
         text = log.read_text(errors="replace").splitlines()[-2000:] if log.exists() else []
