@@ -9,7 +9,11 @@ and builds bzip2 (the follower's SSH connection cut in the middle and followed a
 lua (qemu killed in the middle: a power cut); after the next boot bzip2 is up to date and lua
 is built; the kexec happens for real (into the stand-in 64-bit kernel), the host reconnects,
 the session steps are redone, a 32-bit program and ``unshare --net`` run under the 64-bit
-kernel, and the VM is powered off cleanly. Every assertion is in the joints; the timings are
+kernel, the Statfs Go proof builds with the go-tools stage's settings (and fails without
+them), the Azure Linux tree (a stand-in commit of the pinned toolkit/ and four SPECS) is
+checked out in the guest from the pushed snapshot, its tree id checked there, and a stand-in
+toolkit stage runs in it; ``doit status`` is read before the first boot, while bzip2 builds
+and after the clean power-off. Every assertion is in the joints; the timings are
 ``python -m bench e2e``'s.
 """
 

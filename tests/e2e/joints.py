@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,10 +31,12 @@ from pathlib import Path
 import psutil
 
 from tasks.guest.drive import GuestSettings, booted, prepare, vm_settings
+from tasks.guest.inputs import make_tree_snapshot
 from tasks.guest.link import Endpoint
-from tasks.guest.run import GuestRun
+from tasks.guest.run import GUEST_STATE, GuestRun, save_guest_state
 from tasks.model.config import CONFIG_NAME
 from tasks.sources.download import fetch
+from tasks.sources.gitpin import Pin, git
 from tests.e2e.standin import StandIn, e2e_dir, make_standin
 from tests.rehearsal32.go import PROGRAM as GO_PROGRAM
 from tests.rehearsal32.go import stage_env
@@ -42,6 +45,22 @@ REPO = Path(__file__).resolve().parents[2]
 SETUP_STEPS = ["guest-setup", "devpts", "hosts", "root-home"]
 SESSION_STEPS = ["devpts", "hosts", "root-home"]
 PACKAGES = ["bzip2", "lua"]
+SHARED_TREE = REPO.parent / "shared" / "azurelinux"
+TREE_PARTS = ("toolkit-6a8b54d4.tar.gz", "specs-6a8b54d4.tar.gz")
+STAGE = "e2e-toolkit-stage"
+# STAND-IN stage: the toolkit's real Makefile (every scripts/*.mk it includes is read, the
+# tool directories made) for its `get-version` target, which needs no Go and no network; the
+# real stages need the go1.23 chain and hours (docs/e2e.md)
+STAGE_RECIPE = """\
+kind = "stage"
+step = "A2"
+description = "STAND-IN (tests/e2e): the toolkit's get-version target on the pushed tree"
+platforms = ["guest"]
+depends = ["azurelinux"]
+make_target = "get-version"
+outputs = ["toolkit/out/tools"]
+fresh = ["toolkit/out"]
+"""
 
 
 @dataclass
@@ -50,6 +69,7 @@ class Joints:
 
     times: dict[str, float] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)  # `doit status` at its moments
     lines: list[str] = field(default_factory=list)  # the host's guest output, all of it
     # (task, when its ".  task" line came): a guest task's time is until the next one, or
     # the end of its run ("", when the run ended)
@@ -75,6 +95,8 @@ class Joints:
         rows = [f"  {k:<34} {v:8.1f} s" for k, v in self.times.items()]
         rows += [f"  guest task {k:<23} {v:8.1f} s" for k, v in self.task_seconds().items()]
         rows += [f"  {k:<34} {v}" for k, v in self.facts.items()]
+        for moment, text in self.status.items():
+            rows += [f"doit status, {moment}:", *(f"  {ln}" for ln in text.splitlines())]
         return "\n".join(rows)
 
 
@@ -145,6 +167,7 @@ class Rehearsal:
         self.settings: GuestSettings | None = None
         self.reconnects = 0
         self.power_cut_at = self.cut_at = 0.0
+        self.pin: Pin | None = None
 
     def out(self, line: str) -> None:
         if line.startswith(".  "):
@@ -223,10 +246,13 @@ class Rehearsal:
             if line.startswith(".  bzip2") and not cut["ssh"]:
                 cut["ssh"] = True
                 threading.Timer(5, self._cut_ssh).start()
+                during.start()
             if line.startswith(".  lua") and not cut["power"]:
                 cut["power"] = True
                 threading.Timer(30, self._power_cut).start()
 
+        moment = "while bzip2 builds in the guest"
+        during = threading.Timer(20, self._status_quietly, (moment,))
         t = time.monotonic()
         with booted(self.project, s) as (link, alive):
             self.j.times["boot to SSH"] = time.monotonic() - t
@@ -237,6 +263,10 @@ class Rehearsal:
                 rc = self._guest(link, [*SETUP_STEPS, "bzip2"], alive, out)
             assert rc == 0, f"the guest doit of the setup steps and bzip2 exited {rc}"
             assert cut["ssh"] and self.reconnects, "the ssh cut did not happen"
+            during.join()
+            seen = self.j.status.get(moment, "")
+            assert re.search(r"guest packages +running.*now bzip2", seen), seen or "no status"
+            assert "VM up, read over the link" in seen, seen
             t = time.monotonic()
             rc = self._guest(link, ["lua"], alive, out)
             assert cut["power"], f"lua finished (exit {rc}) before the power cut"
@@ -257,6 +287,13 @@ class Rehearsal:
         self.j.starts.append(("", time.monotonic()))
         self.reconnects += run.reconnects
         return rc
+
+    def _status_quietly(self, moment: str) -> None:
+        """``doit status`` from a timer thread: what it printed is checked by the caller."""
+        try:
+            self.doit_status(moment)
+        except Exception as e:  # noqa: BLE001
+            self.j.status[moment] = f"doit status failed: {e}"
 
     def _cut_ssh(self) -> None:
         p = follower_ssh(os.getpid())
@@ -302,6 +339,16 @@ class Rehearsal:
                 self.after_kexec(link)
             with self.j.timed("after the kexec: Statfs Go proof"):
                 self.statfs_proof(link)
+            with self.j.timed("after the kexec: the tree and a toolkit stage"):
+                assert self.pin is not None
+                self.toolkit_stage(link, alive, self.pin)
+            # the kexec is a checkpoint: asked again, it is up to date (no second kexec)
+            mark = len(self.j.lines)
+            rc = self._guest(link, ["-s", "kexec"], alive, self.out)
+            again = [ln.rstrip() for ln in self.j.lines[mark:]]
+            assert rc == 0 and "-- kexec" in again, "the kexec was not up to date"
+            # as drive() does before the power-off: `doit status` reads it while the VM is down
+            save_guest_state(link, s.dest, s.python, self.project / "cache/host" / GUEST_STATE)
             t = time.monotonic()
         self.j.times["clean power-off"] = time.monotonic() - t
 
@@ -345,11 +392,83 @@ class Rehearsal:
         assert r.returncode != 0 and "mismatched types int32 and int64" in text, text
         self.j.facts["statfs (defaults)"] = text.splitlines()[-1]
 
+    def doit_status(self, moment: str) -> str:
+        """``doit status`` on the host, as a user types it (kept for the report)."""
+        r = subprocess.run(
+            [sys.executable, "-m", "doit", "status"], cwd=self.project, capture_output=True,
+            text=True, timeout=600,
+        )  # fmt: skip
+        text = (r.stdout + r.stderr).strip()
+        assert r.returncode == 0, f"doit status ({moment}) exited {r.returncode}:\n{text}"
+        self.j.status[moment] = text
+        print(f"e2e: doit status, {moment}:\n{text}", flush=True)
+        return text
+
+    def standin_tree(self) -> Pin:
+        """STAND-IN for the Azure Linux tree: the pinned commit's ``toolkit/`` and four SPECS
+        (``../shared/azurelinux``: exact ``git archive`` output of them) as the one commit of a
+        stand-in repository. The project copy's ``recipes/azurelinux.toml`` is pinned to that
+        commit and its tree id, the stand-in stage's recipe is added beside it, and the host
+        makes the guest's snapshot with its own code (``make_tree_snapshot``, what ``doit
+        guest-inputs`` runs) into the mirror that ``doit guest`` pushes."""
+        work = self.work / "tree"
+        repo = work / "azurelinux"
+        if not (repo / ".git").is_dir():
+            shutil.rmtree(work, ignore_errors=True)
+            repo.mkdir(parents=True)
+            for part in TREE_PARTS:
+                subprocess.run(
+                    ["tar", "-xzf", str(SHARED_TREE / part), "--strip-components=1", "-C",
+                     str(repo)], check=True,
+                )  # fmt: skip
+            git("init", "--quiet", repo)
+            git("-C", repo, "add", "-A", "-f")  # every file, whatever its .gitignore says
+            git("-C", repo, "commit", "--quiet", "-m", "STAND-IN: toolkit/ and four SPECS")
+        commit = git("-C", repo, "rev-parse", "HEAD")
+        tree = git("-C", repo, "rev-parse", "HEAD^{tree}")
+        recipe = self.project / "recipes" / "azurelinux.toml"
+        text = re.sub(r'^commit = ".*"$', f'commit = "{commit}"', recipe.read_text(), flags=re.M)
+        text = re.sub(r'^tree = ".*"$', f'tree = "{tree}"', text, flags=re.M)
+        recipe.write_text(text)
+        (self.project / "recipes" / f"{STAGE}.toml").write_text(STAGE_RECIPE)
+        url = tomllib.loads(text)["url"]
+        pin = Pin(url=url, commit=commit, tree=tree)
+        with self.j.timed("tree snapshot on the host"):
+            origin = make_tree_snapshot(
+                pin, self.project / "mirror", [repo / ".git"], False, work / "git"
+            )
+        print(f"e2e: the stand-in tree {commit} (tree {tree}): {origin}", flush=True)
+        self.j.facts["stand-in tree"] = f"commit {commit[:12]}, tree {tree[:12]}"
+        return pin
+
+    def toolkit_stage(self, link: Endpoint, alive: Callable[[], str | None], pin: Pin) -> None:
+        """In the guest: the tree checked out from the pushed snapshot (its tree id re-created
+        and checked there), then the stand-in stage in it."""
+        assert self.settings is not None
+        # two runs: `doit -s azurelinux STAGE` runs the tree only and exits 0 (doit 0.37's
+        # --single skips a selected task whose task_dep is not selected: a stage's packages)
+        for step in ("azurelinux", STAGE):
+            rc = self._guest(link, ["-s", step], alive, self.out)
+            assert rc == 0, f"the guest doit -s {step} exited {rc}"
+        dest = self.settings.dest
+        record = link.run(f"cat {dest}/cache/stages/azurelinux.json").stdout.decode()
+        assert pin.tree in record and pin.commit in record, f"the tree's record: {record}"
+        log = link.run(f"cat {dest}/cache/logs/{STAGE}.1.log").stdout.decode(errors="replace")
+        version = re.search(r"^3\.0\.\d+", log, re.M)
+        assert version, f"the stage printed no version; its log:\n{log[-2000:]}"
+        self.j.facts["toolkit stage"] = f"get-version -> {version.group(0)}"
+
     def run(self) -> Joints:
         self.image()
+        self.pin = self.standin_tree()
+        self.doit_status("before the first boot")
         self.doit_vm()
         self.first_session()
         self.second_session()
+        end = self.doit_status("after the power-off")
+        for phase in ("kexec", "azurelinux", STAGE):
+            assert re.search(rf"^  {phase} +done", end, re.M), f"{phase} not done:\n{end}"
+        assert " running" not in end, end
         return self.j
 
 

@@ -5,7 +5,7 @@ to be had), so the end-to-end rehearsal boots this instead. Each piece says what
 in for (docs/e2e.md says what that does not prove):
 
 - the userland: a Debian bookworm i386 minbase root made by debootstrap (as the 32-bit
-  rehearsal's, ``tests/rehearsal32/root.py``), with gcc/make, kexec-tools, dhcpcd and kbd's
+  rehearsal's, ``tests/rehearsal32/root.py``), with gcc/make, git, kexec-tools, dhcpcd and kbd's
   ``openvt`` (what live-bootstrap's ``/init`` calls), ``/usr/sbin`` made a link to ``bin``
   as live-bootstrap's ``improve: merged_usr`` does;
 - ``python3``: Debian's CPython 3.11 with ``_sqlite3``, ``_bz2``, ``_dbm`` and ``_gdbm``
@@ -53,8 +53,10 @@ SUITE = "bookworm"
 PACKAGES = (
     "linux-image-686", "kexec-tools", "python3", "python3-dev", "python3-pip", "gcc", "make",
     "libc6-dev", "bzip2", "xz-utils", "zlib1g-dev", "pkgconf", "dhcpcd-base", "kbd",
-    "iproute2", "procps", "golang-go", "ca-certificates",
+    "iproute2", "procps", "golang-go", "ca-certificates", "git", "patch",
 )  # fmt: skip
+# git: Debian's stands in for the guest plan's git package, which the tree's checkout runs and
+# the rehearsal does not build (its `doit -s azurelinux` skips the package order)
 READY = ".azl-e2e-root"
 SECTOR0 = 2097152  # move_disk.sh: "2097152;" | sfdisk -uS -S32 -H64 (1 GiB)
 PY_REMOVED = ("_sqlite3", "_bz2", "_dbm", "_gdbm")
@@ -115,6 +117,12 @@ def make_root(work: Path, archive: str) -> Path:
     """The pristine i386 root (``<work>/root``), made once with debootstrap."""
     root = work / "root"
     if (root / READY).is_file():
+        have = set((root / READY).read_text().split())
+        if more := [p for p in PACKAGES if p not in have]:  # a root of an older package list
+            with entered(root, work) as run:
+                run(f"apt-get install -y --no-install-recommends {' '.join(more)}",
+                    work / "debootstrap.log")  # fmt: skip
+            (root / READY).write_text("\n".join(PACKAGES) + "\n")
         return root
     part = root.with_name("root.part")
     log = root.with_name("debootstrap.log")
