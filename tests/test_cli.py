@@ -246,3 +246,20 @@ def test_offline_pins_name_the_mirror_options_and_every_missing_repository(
         "that was the pinned checkout"
     ), r.out
     assert not (root / "cache" / "live-bootstrap").exists()
+
+
+def test_single_runs_every_step_named(tmp_path: Path) -> None:
+    """``doit -s a b`` runs a and b (in that order) and not b's other dependency c. doit 0.37
+    alone ran a only and exited 0: the e2e rehearsal's ``doit -s azurelinux <stage>`` ran the
+    tree and never the stage."""
+    (tmp_path / "dodo.py").write_text(
+        "def task_a():\n    return {'actions': ['echo A > a'], 'targets': ['a']}\n"
+        "def task_b():\n    return {'actions': ['echo B > b'], 'file_dep': ['a'],"
+        " 'targets': ['b'], 'task_dep': ['c']}\n"
+        "def task_c():\n    return {'actions': ['echo C > c']}\n"
+    )
+    r = subprocess.run([sys.executable, "-m", "doit", "-s", "a", "b"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [".", "a", ".", "b"], r.stdout
+    assert (tmp_path / "b").read_text() == "B\n" and not (tmp_path / "c").exists()

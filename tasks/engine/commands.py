@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doit import cmd_run
 from doit.action import PythonAction
 from doit.cmd_base import Command
 from doit.cmd_clean import Clean as DoitClean
@@ -51,6 +52,7 @@ from doit.cmd_resetdep import ResetDep as DoitResetDep
 from doit.cmd_run import Run as DoitRun
 from doit.cmd_strace import Strace as DoitStrace
 from doit.cmdparse import CmdParseError
+from doit.control import TaskControl
 from doit.exceptions import BaseFail, InvalidCommand
 
 from tasks.engine import noop, report
@@ -491,6 +493,17 @@ class TabCompletion(_Plain, DoitTabCompletion):
     """``doit tabcompletion`` with the one-line option errors."""
 
 
+class _SelectOnce(TaskControl):
+    """doit 0.37's ``--single`` processes the selection twice, and the second time
+    ``Task.init_options`` (options set already) answers None for the rest of the command
+    line: every task but the first was dropped, so ``doit -s azurelinux go-tools`` ran the
+    tree only and exited 0. The first selection stands."""
+
+    def process(self, task_selection: Any) -> None:
+        if self.selected_tasks is None or task_selection is None:
+            super().process(task_selection)
+
+
 class Run(_Plain, DoitRun):
     """``doit`` / ``doit run``: a no-op replayed from its stamp, else doit's run (then a
     stamp if it was a no-op that files alone decided)."""
@@ -508,6 +521,13 @@ class Run(_Plain, DoitRun):
         return 0
 
     def execute(self, params: Any, args: list[str]) -> Any:
+        saved, cmd_run.TaskControl = cmd_run.TaskControl, _SelectOnce
+        try:
+            return self._run(params, args)
+        finally:
+            cmd_run.TaskControl = saved
+
+    def _run(self, params: Any, args: list[str]) -> Any:
         jobs = params.get("num_process")
         if jobs is not None and jobs < 0:
             raise InvalidCommand(

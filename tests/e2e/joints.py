@@ -445,8 +445,7 @@ class Rehearsal:
         """In the guest: the tree checked out from the pushed snapshot (its tree id re-created
         and checked there), then the stand-in stage in it."""
         assert self.settings is not None
-        # two runs: `doit -s azurelinux STAGE` runs the tree only and exits 0 (doit 0.37's
-        # --single skips a selected task whose task_dep is not selected: a stage's packages)
+        # -s: not the stage's order-only dependencies (every package of the guest plan)
         for step in ("azurelinux", STAGE):
             rc = self._guest(link, ["-s", step], alive, self.out)
             assert rc == 0, f"the guest doit -s {step} exited {rc}"
