@@ -45,7 +45,7 @@ def test_end_to_end_on_the_standin_image(monkeypatch: pytest.MonkeyPatch) -> Non
     if not os.environ.get("AZL_GIT_MIRRORS") and bundles.is_dir():
         monkeypatch.setenv("AZL_GIT_MIRRORS", str(bundles))
     checkout = e2e_dir(REPO) / "live-bootstrap"
-    if not (checkout / "rootfs.py").exists() and not lbcheckout.live_bootstrap(checkout):
-        pytest.skip("no local mirror of live-bootstrap (AZL_GIT_MIRRORS or .mirror)")
+    if not (checkout / "rootfs.py").exists():
+        lbcheckout.live_bootstrap(checkout)  # from ../shared/git's bundles (missing: it fails)
     joints = Rehearsal(checkout, archive).run()
     print(joints.table())
