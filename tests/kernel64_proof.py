@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.vmimage import console_of
+
 REPO = Path(__file__).resolve().parent.parent
 FILES = REPO / "recipes" / "kernel64"
 INIT_SOURCE = Path(__file__).resolve().parent / "kernel64" / "init32.c"
@@ -194,16 +196,5 @@ def boot(bzimage: Path, disk: Path, timeout: float = 900) -> tuple[str, float]:
         "-no-reboot",
     ]  # fmt: skip
     start = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return out.decode(errors="replace"), time.monotonic() - start
+    out = console_of(cmd, timeout)
+    return out, time.monotonic() - start

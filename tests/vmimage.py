@@ -256,6 +256,12 @@ def boot_initramfs(kernel: Path, initrd: Path, timeout: float = 600) -> str:
         "-append", "console=ttyS0 quiet panic=-1",
         "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
     ]  # fmt: skip
+    return console_of(cmd, timeout)
+
+
+def console_of(cmd: list[str], timeout: float) -> str:
+    """Run a qemu whose serial console is its stdout until it exits, or ``timeout``; what the
+    console said. qemu is stopped (by its PID) whatever happens."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
