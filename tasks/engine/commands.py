@@ -458,27 +458,34 @@ class Help(_Plain, DoitHelp):
         return True
 
 
-class DumpDB(_Plain, DoitDumpDB):
+class _Refused(_Plain):
+    """A doit command that cannot serve this project: it says why, and what to use instead."""
+
+    refusal = ""
+
+    def execute(self, params: Any, args: Any) -> Any:
+        raise InvalidCommand(self.refusal)
+
+
+class DumpDB(_Refused, DoitDumpDB):
     """``doit dumpdb`` reads a dbm file; this project's state is no such file."""
 
-    def execute(self, opt_values: Any, pos_args: list[str]) -> Any:
-        raise InvalidCommand(
-            "doit dumpdb cannot read this project's state: it is kept in cache/state/ by "
-            "azl-bootstrap's own backend (tasks/store/state.py), not in a dbm file; "
-            "`doit info STEP` shows what is recorded of a step and whether it would run"
-        )
+    refusal = (
+        "doit dumpdb cannot read this project's state: it is kept in cache/state/ by "
+        "azl-bootstrap's own backend (tasks/store/state.py), not in a dbm file; "
+        "`doit info STEP` shows what is recorded of a step and whether it would run"
+    )
 
 
-class Strace(_Plain, DoitStrace):
+class Strace(_Refused, DoitStrace):
     """``doit strace`` wraps shell actions; this project's steps are Python actions."""
 
-    def execute(self, params: Any, args: list[str]) -> Any:
-        raise InvalidCommand(
-            "doit strace cannot trace this project's steps: they are Python actions that start "
-            "their commands themselves, and strace only wraps shell actions. A step's commands "
-            "and their output are in cache/logs/STEP.log; run `strace -f -e trace=file doit STEP` "
-            "to see the files a build opens"
-        )
+    refusal = (
+        "doit strace cannot trace this project's steps: they are Python actions that start "
+        "their commands themselves, and strace only wraps shell actions. A step's commands "
+        "and their output are in cache/logs/STEP.log; run `strace -f -e trace=file doit STEP` "
+        "to see the files a build opens"
+    )
 
 
 class Ignore(_Plain, DoitIgnore):
