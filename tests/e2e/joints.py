@@ -36,7 +36,7 @@ from tasks.guest.link import Endpoint
 from tasks.guest.run import GUEST_STATE, GuestRun, save_guest_state
 from tasks.model.config import CONFIG_NAME
 from tasks.sources.download import fetch
-from tasks.sources.gitpin import Pin, git
+from tasks.sources.gitpin import GIT_ENV, Pin, git
 from tests.e2e.standin import StandIn, e2e_dir, make_standin
 from tests.rehearsal32.go import PROGRAM as GO_PROGRAM
 from tests.rehearsal32.go import stage_env
@@ -423,7 +423,9 @@ class Rehearsal:
                 )  # fmt: skip
             git("init", "--quiet", repo)
             git("-C", repo, "add", "-A", "-f")  # every file, whatever its .gitignore says
-            git("-C", repo, "commit", "--quiet", "-m", "STAND-IN: toolkit/ and four SPECS")
+            dated = {**GIT_ENV, "GIT_AUTHOR_DATE": "@0 +0000", "GIT_COMMITTER_DATE": "@0 +0000"}
+            git("-C", repo, "commit", "--quiet", "-m", "STAND-IN: toolkit/ and four SPECS",
+                env=dated)  # fmt: skip  # the same commit id every time
         commit = git("-C", repo, "rev-parse", "HEAD")
         tree = git("-C", repo, "rev-parse", "HEAD^{tree}")
         recipe = self.project / "recipes" / "azurelinux.toml"
