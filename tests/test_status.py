@@ -184,7 +184,12 @@ def test_a_kexec_the_guest_saw_up_to_date_is_done(tmp_path: Path) -> None:
     out = status(root)
     print(out)
     assert re.search(r"done$", line(out, "kexec")), line(out, "kexec")
-    assert "1 of" in line(out, "guest packages")
+    assert re.search(r"running: 1 of \d+ done; now go1.4", line(out, "guest packages")), out
     guest["tail"] = tail[:2]  # before the reconnection: the kexec is what runs
     write(host / GUEST_STATE, guest)
     assert "running: now kexec" in line(status(root), "kexec")
+    # the run over, some packages done: partly done, not "not started"
+    guest["tail"], guest["running"], guest["rc"] = tail, False, "0"
+    write(host / GUEST_STATE, guest)
+    packages = line(status(root), "guest packages")
+    assert re.search(r"partly done: 1 of \d+ done", packages), packages

@@ -28,7 +28,7 @@ from tasks.store import state
 @dataclass
 class Phase:
     name: str
-    state: str = "not started"  # running, done, failed
+    state: str = "not started"  # running, partly done (a group, nothing running), done, failed
     detail: str = ""
     log: str = ""
     since: float | None = None  # when it started running (epoch seconds)
@@ -191,7 +191,10 @@ def collect(plan: Any, now: float | None = None) -> Status:
     for name, members in groups:
         left = [m for m in members if m not in done]
         est = sum(durations.estimate(m, known)[0] for m in left)
-        p = Phase(name, "done" if members and not left else "not started", estimate=est,
+        now_at = (
+            "done" if not left else "partly done" if len(left) < len(members) else "not started"
+        )
+        p = Phase(name, now_at if members else "not started", estimate=est,
                   source="recorded/seed/guess")  # fmt: skip
         if name == "guest packages":
             p.detail = f"{len(members) - len(left)} of {len(members)} done"
