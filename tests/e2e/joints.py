@@ -169,8 +169,8 @@ class Rehearsal:
         self.power_cut_at = self.cut_at = 0.0
         self.pin: Pin | None = None
 
-    def out(self, line: str) -> None:
-        if line.startswith(".  "):
+    def out(self, line: str, guest: bool = True) -> None:
+        if guest and line.startswith(".  "):  # the host's `.  vm` is no guest task
             self.j.starts.append((line[3:].strip(), time.monotonic()))
         self.j.lines.append(line)
         print(f"  | {line}", flush=True)
@@ -216,7 +216,7 @@ class Rehearsal:
         assert proc.stdout is not None
         login = None
         for line in proc.stdout:
-            self.out(line.rstrip())
+            self.out(line.rstrip(), guest=False)
             if line.strip().startswith("ssh ") or "log in with" in line:
                 login = line
             if line.strip().startswith("ssh "):
@@ -229,7 +229,7 @@ class Rehearsal:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=180)[0]
         for line in rest.splitlines():
-            self.out(line)
+            self.out(line, guest=False)
         self.j.times["doit vm: Ctrl-C to powered off"] = time.monotonic() - t
         self.j.facts["doit vm exit"] = proc.returncode
 
@@ -258,7 +258,13 @@ class Rehearsal:
             self.j.times["boot to SSH"] = time.monotonic() - t
             with self.j.timed("push and wheelhouse"):
                 prepare(self.project, link, s, out, mirror_files=None)
-            self.j.facts["push"] = [ln for ln in self.j.lines if ln.startswith("azl: pushed")]
+            pushes = [ln for ln in self.j.lines if ln.startswith("azl: pushed")]
+            self.j.facts["push"] = pushes
+            pushed = sum(float(ln.rsplit(" in ", 1)[1].split()[0]) for ln in pushes)
+            self.j.times["  of which the pushes"] = pushed
+            self.j.times["  of which the wheelhouse install"] = (
+                self.j.times["push and wheelhouse"] - pushed
+            )
             with self.j.timed("setup steps and bzip2 (ssh cut)"):
                 rc = self._guest(link, [*SETUP_STEPS, "bzip2"], alive, out)
             assert rc == 0, f"the guest doit of the setup steps and bzip2 exited {rc}"
