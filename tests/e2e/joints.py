@@ -210,9 +210,20 @@ class Rehearsal:
         prints how to log in; Ctrl-C powers the guest off."""
         cmd = [sys.executable, "-m", "doit", "-s", "vm"]
         t = time.monotonic()
+        # Ctrl-C's default action: a run started as a background job ignores SIGINT, and
+        # its children inherit that (`python -m bench e2e &` left doit vm deaf to it)
         proc = subprocess.Popen(
-            cmd, cwd=self.project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+            cmd, cwd=self.project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        try:
+            self._hold(proc, t)
+        finally:
+            if proc.poll() is None:  # a failed check: doit's end stops its VM's supervisor
+                proc.kill()
+                proc.wait()
+
+    def _hold(self, proc: subprocess.Popen, t: float) -> None:
         assert proc.stdout is not None
         login = None
         for line in proc.stdout:
