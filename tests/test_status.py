@@ -193,3 +193,9 @@ def test_a_kexec_the_guest_saw_up_to_date_is_done(tmp_path: Path) -> None:
     write(host / GUEST_STATE, guest)
     packages = line(status(root), "guest packages")
     assert re.search(r"partly done: 1 of \d+ done", packages), packages
+    # the tail never read: the host's copy of the guest's output says the same
+    (root / "cache" / "logs").mkdir(parents=True)
+    (root / "cache" / "logs" / "guest.log").write_text("azl: guest doit iso\n" + "\n".join(tail))
+    guest["tail"] = []
+    write(host / GUEST_STATE, guest)
+    assert re.search(r"done$", line(status(root), "kexec"))

@@ -99,18 +99,24 @@ def read_guest(project: Path, out: Any = None) -> dict[str, Any]:
     return got
 
 
-def _guest_run(lines: list[str]) -> tuple[str, list[str]]:
-    """The current task of a guest doit's output and the tasks it says failed."""
+def _guest_run(lines: list[str]) -> tuple[str, list[str], set[str]]:
+    """The current task of a guest doit's output, the tasks it says failed, and those it
+    found up to date (``-- kexec``: a checkpoint or session step that was never run, or whose
+    run the kexec ended, has no journal entry)."""
     current = ""
     failed: list[str] = []
+    uptodate: set[str] = set()
     for line in lines:
         m = re.match(r"^\.  (\S+)", line)
         if m:
             current = m.group(1)
+        m = re.match(r"^-- (\S+)", line)
+        if m:
+            uptodate.add(m.group(1))
         m = re.match(r"^(?:FAILED|####) (\S+)", line)
         if m and m.group(1) not in failed:
             failed.append(m.group(1))
-    return current, failed
+    return current, failed, uptodate
 
 
 def collect(plan: Any, now: float | None = None) -> Status:
@@ -165,16 +171,14 @@ def collect(plan: Any, now: float | None = None) -> Status:
 
     guest = read_guest(project)
     st.guest = guest.get("how", "never read (the VM has not run)")
-    # done: in the guest's journal, or up to date in its last run ("-- kexec": a checkpoint
-    # or session step that was never run, or whose run the kexec ended, has no journal entry)
-    tail = guest.get("tail", [])
-    done = set(guest.get("done", [])) | {ln[3:].strip() for ln in tail if ln.startswith("-- ")}
-    current, failed = _guest_run(tail)
-    if not guest.get("tail"):  # the host's copy of the guest's output
+    lines = guest.get("tail", [])
+    if not lines:  # the host's copy of the guest's output
         log = cache / "logs" / "guest.log"
         text = log.read_text(errors="replace").splitlines()[-2000:] if log.exists() else []
         starts = [i for i, ln in enumerate(text) if ln.startswith("azl: guest doit")]
-        current, failed = _guest_run(text[starts[-1] :] if starts else text)
+        lines = text[starts[-1] :] if starts else text
+    current, failed, uptodate = _guest_run(lines)
+    done = set(guest.get("done", [])) | uptodate  # the journal, or up to date in the last run
     running = bool(guest.get("running"))
     try:
         gplan = plan.for_platform("guest")
